@@ -1,0 +1,93 @@
+"""A character-level tokenizer for arithmetic and equation solving.
+
+Every character is one token: digits, operators, `x`, `=`, space, punctuation
+(ASCII and Chinese), the Chinese characters of the source document's equation
+example (section 6: "求解方程 2x+3=7 ... 移项得 ... 计算得 ... 两边除以 ... 得x=2")
+and four special tokens. It is exposed as a transformers
+`PreTrainedTokenizerFast`, so `AutoTokenizer.from_pretrained(dir)` loads a saved
+one and other tools (TRL, pipelines) can use it.
+
+A character outside the vocabulary is an error that names the character: a
+character-level model cannot spell what it has no token for, and dropping it
+silently would change the problem the model is asked to solve.
+
+    tok = build_tokenizer()
+    ids = encode(tok, "12+34=")        # [BOS, '1', '2', '+', '3', '4', '=']
+    decode(tok, ids)                   # '12+34='
+"""
+from __future__ import annotations
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
+SPECIAL_TOKENS = [PAD, EOS, BOS, UNK]  # ids 0, 1, 2, 3
+
+ASCII_CHARS = "0123456789+-*/=()x.,:;?! \n"
+CHINESE_PUNCTUATION = "×÷，。：；？！、（）“”→"
+# The Chinese characters of the source document's section 6 (its worked
+# equation example and the text around it), plus 加 乘 验 证 for the
+# solution styles the tasks write.
+CHINESE_CHARS = (
+    "一下不且两个中为乘于以价优估但体何例候值倾允先入六其内再决准减出列创制加劣励势化升可同"
+    "后向否响回因围在均型基大奖如学安完定对导小展差幅并序应强归影得微态性成所抑据探接提效数整"
+    "新方无时明是晰更最果标根案概模正比求治清状猜率现生用由略疏的直相确示移稀程稳等答策算索级"
+    "练组细终经结络网群耦能致范表要解计训许证详误调跳较输边达过选逐通错问间除需面项题验高"
+)
+VOCAB_CHARS = ASCII_CHARS + CHINESE_PUNCTUATION + CHINESE_CHARS
+
+
+class UnknownCharacterError(ValueError):
+    """Raised when text holds a character that has no token."""
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Build the character-level tokenizer (vocabulary: SPECIAL_TOKENS + VOCAB_CHARS)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in VOCAB_CHARS:
+        assert ch not in vocab, f"duplicate character {ch!r} in VOCAB_CHARS"
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one char, one token
+    core.decoder = decoders.Fuse()  # join characters back without spaces
+    # tok(text) starts with BOS, so TRL and pipelines see the same prompts as we do
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        padding_side="left",  # prompts are left-padded so that completions line up
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
+    return tok
+
+
+def check_text(tok: PreTrainedTokenizerFast, text: str) -> None:
+    """Raise UnknownCharacterError naming the first character of `text` with no token."""
+    vocab = tok.get_vocab()
+    for i, ch in enumerate(text):
+        if ch not in vocab:
+            raise UnknownCharacterError(
+                f"character {ch!r} (U+{ord(ch):04X}) at position {i} of {text!r} "
+                f"is not in the tokenizer's vocabulary"
+            )
+
+
+def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bool = False) -> list[int]:
+    """Token ids of `text`, one per character, optionally framed by BOS/EOS."""
+    check_text(tok, text)
+    ids = tok.convert_tokens_to_ids(list(text))
+    return ([tok.bos_token_id] if bos else []) + ids + ([tok.eos_token_id] if eos else [])
+
+
+def decode(tok: PreTrainedTokenizerFast, ids) -> str:
+    """Text of `ids`, stopping at the first EOS and skipping PAD/BOS."""
+    out = []
+    for i in (ids.tolist() if hasattr(ids, "tolist") else ids):
+        if i == tok.eos_token_id:
+            break
+        if i in (tok.pad_token_id, tok.bos_token_id):
+            continue
+        out.append(tok.convert_ids_to_tokens(int(i)))
+    return "".join(out)
