@@ -1,0 +1,143 @@
+"""One flat configuration for the model, the SFT warm start and the GRPO loop.
+
+Every knob of a run is a field here with a one-line comment, in the order the
+trainer uses them (CleanRL's `Args`). The defaults are the CPU preset: a ~1M
+parameter Llama-style model learning two-digit addition and subtraction on a
+laptop CPU in minutes. Presets are named sets of overrides:
+
+    cfg = make_config("cpu")                      # the defaults
+    cfg = make_config("gpu", steps=400)           # a preset plus overrides
+    cfg = make_config("tiny")                     # seconds; for tests
+
+`validate(cfg)` raises a one-line ValueError naming the first bad field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    # --- run ---
+    preset: str = "cpu"            # name of the preset these values came from
+    task: str = "arithmetic"       # dataset folder under data_dir: arithmetic | arithmetic_hard | equations
+    data_dir: str = "data"         # where `python -m minigrpo data` wrote the JSONL splits
+    out_dir: str = "runs/arithmetic"  # checkpoints, metrics.jsonl and plots go here
+    seed: int = 0                  # seeds python, numpy and torch; same seed, same run (on the CPU)
+    device: str = "auto"           # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
+    # --- model (a Llama-style decoder built from a transformers config, no download) ---
+    hidden_size: int = 128         # width of the residual stream
+    num_layers: int = 4            # transformer blocks
+    num_heads: int = 4             # attention heads (head_dim = hidden_size / num_heads)
+    intermediate_size: int = 512   # width of the SwiGLU MLP
+    max_seq_len: int = 96          # longest prompt + completion the model will see
+    # --- SFT warm start (supervised, on demonstrations from the sft split) ---
+    sft_steps: int = 600           # optimizer steps of supervised training (0 to skip)
+    sft_batch_size: int = 64       # demonstrations per SFT step
+    sft_lr: float = 3e-3           # AdamW learning rate for SFT (cosine decay to 10%)
+    sft_examples: int = 0          # use only the first N demonstrations (0 = all of sft.jsonl)
+    # --- GRPO: sampling a group per prompt ---
+    steps: int = 200               # GRPO steps; each samples a fresh batch of prompts
+    prompts_per_step: int = 32     # B: prompts per step
+    group_size: int = 8            # G: completions sampled per prompt (G >= 2)
+    max_new_tokens: int = 6        # completion length limit, EOS included
+    temperature: float = 1.0       # sampling temperature; log-probs use the same one
+    top_k: int = 0                 # sample from the k most likely tokens (0 = off)
+    top_p: float = 1.0             # nucleus sampling mass (1.0 = off)
+    # --- GRPO: reward and advantage ---
+    reward: str = "correct"        # reward names and weights, e.g. "correct" or "rubric" or "correct:1,format:0.1"
+    scale: str = "group"           # advantage denominator: "group" std, "batch" std or "none" (Dr. GRPO)
+    std: str = "sample"            # "sample" (divide by G-1, as the course's formula) or "population" (by G)
+    # --- GRPO: the clipped objective ---
+    num_iterations: int = 1        # mu: updates on each sampled batch against the frozen old policy
+    lr: float = 1e-3               # AdamW learning rate for GRPO (constant)
+    weight_decay: float = 0.0      # AdamW weight decay
+    eps_low: float = 0.2           # ratio may fall to 1 - eps_low before clipping (A < 0)
+    eps_high: float = 0.28         # ratio may rise to 1 + eps_high before clipping (A > 0; DAPO clip-higher)
+    beta: float = 0.0              # KL penalty to the frozen reference (SFT) model; 0 = no reference model
+    kl_estimator: str = "k3"       # k1 | k2 | k3 (Schulman's estimators; DeepSeekMath uses k3)
+    loss_type: str = "grpo"        # grpo | bnpo | dapo | dr_grpo | seq_sum (how tokens are averaged)
+    grad_clip: float = 1.0         # clip the gradient's global norm to this (0 = off)
+    mask_truncated: bool = False   # DAPO's overlong filtering: no loss on completions cut off without EOS
+    # --- evaluation, logging, checkpoints ---
+    eval_every: int = 50           # evaluate on held-out test prompts every N GRPO steps (0 = only at the end)
+    eval_size: int = 500           # held-out test problems per evaluation (0 = all)
+    save_every: int = 100          # write a checkpoint every N GRPO steps (0 = only at the end)
+
+
+PRESETS: dict[str, dict] = {
+    # ~1M parameters; two-digit + and -; minutes on a 2-core CPU.
+    "cpu": {},
+    # A larger model on a harder mix (3-digit + and -, 2-digit *); for one GPU.
+    "gpu": dict(
+        task="arithmetic_hard", out_dir="runs/arithmetic_hard",
+        hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024,
+        sft_steps=3000, sft_batch_size=256, sft_lr=1e-3,
+        steps=600, prompts_per_step=128, group_size=16, max_new_tokens=8,
+        lr=3e-4, eval_every=100, eval_size=1000, save_every=200,
+    ),
+    # The source document's section 6: solve ax+b=c, rewarded by its rubric (9/8/6/0).
+    "equations": dict(
+        task="equations", out_dir="runs/equations", reward="rubric",
+        sft_steps=800, max_new_tokens=48, prompts_per_step=16, group_size=8,
+        steps=150, eval_every=50, eval_size=300,
+    ),
+    # Seconds, for tests and smoke runs.
+    "tiny": dict(
+        out_dir="runs/tiny", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+        sft_steps=20, sft_batch_size=16, steps=4, prompts_per_step=4, group_size=4,
+        eval_every=2, eval_size=16, save_every=2,
+    ),
+}
+
+CHOICES = {
+    "task": ("arithmetic", "arithmetic_hard", "equations"),
+    "scale": ("group", "batch", "none"),
+    "std": ("sample", "population"),
+    "kl_estimator": ("k1", "k2", "k3"),
+    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum"),
+}
+
+
+def make_config(preset: str = "cpu", **overrides) -> Config:
+    """A Config from a named preset plus field overrides; raises ValueError on bad names/values."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for name in overrides:
+        if name not in fields:
+            raise ValueError(f"unknown config field {name!r}")
+    cfg = Config(**{**PRESETS[preset], "preset": preset, **overrides})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise a one-line ValueError naming the first field whose value is out of range."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} is not one of: {', '.join(allowed)}")
+    checks = [
+        ("group_size", cfg.group_size >= 2, "must be >= 2 (a group needs two samples to compare)"),
+        ("prompts_per_step", cfg.prompts_per_step >= 1, "must be >= 1"),
+        ("temperature", cfg.temperature > 0, "must be > 0"),
+        ("top_k", cfg.top_k >= 0, "must be >= 0 (0 = off)"),
+        ("top_p", 0 < cfg.top_p <= 1, "must be in (0, 1]"),
+        ("eps_low", 0 <= cfg.eps_low < 1, "must be in [0, 1)"),
+        ("eps_high", cfg.eps_high >= 0, "must be >= 0"),
+        ("beta", cfg.beta >= 0, "must be >= 0"),
+        ("lr", cfg.lr > 0, "must be > 0"),
+        ("sft_lr", cfg.sft_lr > 0, "must be > 0"),
+        ("num_iterations", cfg.num_iterations >= 1, "must be >= 1"),
+        ("steps", cfg.steps >= 0, "must be >= 0"),
+        ("sft_steps", cfg.sft_steps >= 0, "must be >= 0"),
+        ("max_new_tokens", cfg.max_new_tokens >= 1, "must be >= 1"),
+        ("max_seq_len", cfg.max_seq_len > cfg.max_new_tokens, "must exceed max_new_tokens"),
+        ("hidden_size", cfg.hidden_size % max(cfg.num_heads, 1) == 0 and cfg.num_heads >= 1,
+         "must be a multiple of num_heads"),
+        ("grad_clip", cfg.grad_clip >= 0, "must be >= 0 (0 = off)"),
+    ]
+    for name, ok, why in checks:
+        if not ok:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} {why}")

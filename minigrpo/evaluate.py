@@ -1,0 +1,58 @@
+"""Held-out evaluation: greedy answers to test prompts, scored exactly.
+
+Accuracy is exact match of the parsed final answer (tasks.parse_answer, which
+gives no credit for listing several candidates). For the equation task it
+also reports which of the source document's three solution styles the
+answers use (section 6: guess / short / complete, or "other"), among the
+correct answers: the quantity GRPO with the rubric reward should move.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from .sampler import pad_prompts, sample_group
+from .tasks import STYLES, classify_style, parse_answer
+from .tokenizer import decode, encode
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 256,
+             device=None, greedy: bool = True, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> list[str]:
+    """One completion per prompt (greedy by default), decoded to text up to EOS."""
+    device = device or next(model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = [encode(tok, p) for p in prompts[i:i + batch_size]]
+        ids, mask = pad_prompts(chunk, tok.pad_token_id, device)               # (b, P)
+        s = sample_group(model, ids, mask, group_size=1, max_new_tokens=max_new_tokens,
+                         eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                         greedy=greedy, temperature=temperature, generator=generator)
+        out += [decode(tok, row) for row in s.completion_ids]
+    return out
+
+
+def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size: int = 256,
+             device=None, return_completions: bool = False) -> dict:
+    """Greedy held-out accuracy of `model` on `records` (dicts with prompt, answer, task).
+
+    Returns {"accuracy", "n"} and, when the records are equations,
+    {"style_shares": share of each style among correct answers,
+     "complete_share": the share of "complete" among correct answers}.
+    """
+    if not records:
+        raise ValueError("evaluate() got no records")
+    completions = generate(model, tok, [r["prompt"] for r in records],
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+    correct = [parse_answer(c, r["task"]) == r["answer"] for r, c in zip(records, completions)]
+    result = {"accuracy": sum(correct) / len(records), "n": len(records)}
+    if all(r["task"] == "equation" for r in records):
+        styles = Counter(classify_style(r, c) for r, c, ok in zip(records, completions, correct) if ok)
+        n_ok = max(sum(correct), 1)
+        result["style_shares"] = {s: styles.get(s, 0) / n_ok for s in (*STYLES, "other")}
+        result["complete_share"] = result["style_shares"]["complete"]
+    if return_completions:
+        result["completions"] = completions
+    return result

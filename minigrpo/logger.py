@@ -1,0 +1,105 @@
+"""One tabular logger with fixed keys, and a plotting helper that reads it back.
+
+Every GRPO step logs the same row (Spinning Up's `EpochLogger`): the reward,
+the accuracy, how many groups taught nothing (all rewards equal), the KL to
+the reference, the policy's entropy, how often the clip bit, the completion
+length and where the time went. Rows go to `metrics.jsonl` (one JSON object
+per line, appended and flushed as they come, so a crash loses nothing) and
+the newest values to a tqdm progress bar (tqdm.auto renders in JupyterLab).
+
+    log = MetricsLogger("runs/x/metrics.jsonl")
+    log.log({"step": 1, "reward_mean": 0.4, ...})
+    rows = read_metrics("runs/x/metrics.jsonl")
+    plot_metrics(rows)            # a grid of the standard curves
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+# The keys every GRPO step writes, in order (evaluation adds "eval_accuracy").
+STEP_KEYS = (
+    "step",              # GRPO step, 1-based
+    "reward_mean",       # mean reward over the B*G completions
+    "reward_std",        # std of those rewards
+    "accuracy",          # fraction of sampled completions with the correct answer
+    "zero_var_frac",     # fraction of groups whose G rewards are all equal (advantage 0: no signal)
+    "kl",                # mean k-estimate of KL(pi_theta || pi_ref) per token (0 without a reference)
+    "entropy",           # mean entropy of the policy's next-token distribution per completion token
+    "clip_low",          # fraction of tokens clipped at 1 - eps_low (A < 0)
+    "clip_high",         # fraction of tokens clipped at 1 + eps_high (A > 0)
+    "ratio_mean",        # mean pi_theta / pi_old over tokens (1 at the first update)
+    "loss",              # the minimised loss (minus the objective), last update of the step
+    "grad_norm",         # global gradient norm before clipping
+    "completion_len",    # mean completion length in tokens (EOS included)
+    "truncated_frac",    # fraction of completions that hit max_new_tokens without EOS
+    "sample_s",          # seconds spent sampling this step
+    "learn_s",           # seconds spent scoring, normalising and updating this step
+)
+
+# Short names for the progress bar.
+BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "kl": "kl",
+            "entropy": "H", "completion_len": "len"}
+
+
+class MetricsLogger:
+    """Appends one JSON row per call to `path` and (optionally) shows it on a tqdm bar."""
+
+    def __init__(self, path: str, bar=None, append: bool = False):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self.bar = bar
+        self.rows: list[dict] = read_metrics(path) if append and os.path.exists(path) else []
+        if not append:
+            open(path, "w").close()
+
+    def log(self, row: dict) -> None:
+        row = {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}
+        self.rows.append(row)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        if self.bar is not None:
+            shown = {BAR_KEYS[k]: f"{row[k]:.3g}" for k in BAR_KEYS if k in row}
+            if "eval_accuracy" not in row:
+                last = [r["eval_accuracy"] for r in self.rows if "eval_accuracy" in r]
+                if last:
+                    shown["test"] = f"{last[-1]:.3g}"
+            self.bar.set_postfix(shown, refresh=False)
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl file, in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(rows, keys=("reward_mean", "eval_accuracy", "kl", "entropy",
+                             "clip_high", "completion_len", "zero_var_frac", "sample_s"),
+                 title: str | None = None, axes=None):
+    """Plot each key against step, one panel per key; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt  # imported lazily: the engine runs without matplotlib
+
+    if isinstance(rows, str):
+        rows = read_metrics(rows)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    if axes is None:
+        cols = 4
+        fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols,
+                                 figsize=(3.2 * cols, 2.4 * math.ceil(len(keys) / cols)),
+                                 squeeze=False)
+    else:
+        fig = axes.flat[0].figure
+    for ax, key in zip(axes.flat, keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 20 else None)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("GRPO step", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,105 @@
+"""The policy: a tiny Llama-style causal LM, and the log-probs GRPO trains on.
+
+The model is `LlamaForCausalLM` built from a `LlamaConfig` sized by the run's
+Config (RMSNorm, rotary positions, SwiGLU MLP, tied embeddings), initialised at
+random: nothing is downloaded. It is saved and loaded with the transformers
+methods, so `AutoModelForCausalLM.from_pretrained(dir)` and
+`AutoTokenizer.from_pretrained(dir)` work on a minigrpo checkpoint.
+
+`completion_logprobs` is the training forward pass: for each sequence
+[prompt | completion] it returns log pi(token | prefix) of every completion
+token (and the entropy of each next-token distribution), with the logits
+divided by the sampling temperature, exactly as the sampler computes them
+(sampler.py; tests/test_sampler.py checks they agree).
+
+Positions: prompts are left-padded, so a token's position is the number of
+real tokens before it (cumsum of the attention mask - 1), in sampling and in
+training alike.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .config import Config
+
+
+def build_model(cfg: Config, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """A randomly initialised Llama-style causal LM sized by `cfg`, with `tok`'s vocabulary."""
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(config)
+    # the generation defaults follow the tokenizer, so pipelines stop at our EOS
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    return model
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: count of real tokens before each one. (N, L) -> (N, L)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def completion_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+):
+    """Log-probs of the completion tokens under `model` (the training forward pass).
+
+    | arg             | shape  | meaning                                              |
+    |-----------------|--------|------------------------------------------------------|
+    | prompt_ids      | (N, P) | left-padded prompt tokens                            |
+    | prompt_mask     | (N, P) | 1 for real prompt tokens, 0 for padding              |
+    | completion_ids  | (N, T) | right-padded completion tokens (EOS included)        |
+    | completion_mask | (N, T) | 1 for real completion tokens (EOS included), else 0  |
+
+    Returns logp (N, T): log pi(c_t | prompt, c_<t) at `temperature` (0 where
+    masked out), and, if `with_entropy`, the entropy (N, T) of each of those
+    next-token distributions.
+    """
+    P, T = prompt_ids.shape[1], completion_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)        # (N, P+T)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)            # (N, P+T)
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False)
+    logits = out.logits[:, P - 1:P + T - 1, :].float() / temperature  # (N, T, V) predicts c_t
+    logp_all = F.log_softmax(logits, dim=-1)                           # (N, T, V)
+    logp = logp_all.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # (N, T)
+    logp = logp * completion_mask
+    if not with_entropy:
+        return logp
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * completion_mask  # (N, T)
+    return logp, entropy
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present (for "auto"), else CPU; any explicit torch device string is honoured."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} asked for, but CUDA is not available here; use --device cpu")
+    return torch.device(name)

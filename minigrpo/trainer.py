@@ -1,0 +1,189 @@
+"""The GRPO training loop, stage by stage (DeepSeekMath, Algorithm 1).
+
+Each step follows the pseudocode of the course:
+
+    1. sample   B prompts, and a group of G completions for each (old policy)
+    2. score    every completion with the verifiable reward
+    3. normalise the rewards within each group -> advantages A_i
+    4. update   mu times: maximise the clipped objective (ratio to the frozen
+                old policy, decoupled eps_low / eps_high) minus beta * KL to
+                the frozen reference policy (only built when beta > 0)
+    5. log      one row of fixed keys; evaluate and checkpoint now and then
+
+The old policy pi_old is the policy as it was at sampling time: its log-probs
+are the ones the sampler returned (they equal the training forward's, see
+sampler.py), so no extra forward pass is needed. With mu = 1 the ratio is
+exactly 1 and pi_old is simply `logp.detach()`.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .advantage import group_advantages, zero_variance_fraction
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .config import Config
+from .evaluate import evaluate
+from .logger import MetricsLogger
+from .loss import grpo_loss
+from .model import completion_logprobs
+from .reward import combine, score
+from .sampler import pad_prompts, sample_group
+from .tasks import parse_answer
+from .tokenizer import decode, encode
+
+
+def parse_reward(spec: str):
+    """"correct" or "correct:1,format:0.1" -> a reward function (weighted sum)."""
+    weights = {}
+    for part in spec.split(","):
+        name, _, w = part.strip().partition(":")
+        try:
+            weights[name] = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight {w!r} for {name!r} is not a number (e.g. correct:1,format:0.1)")
+    return combine(weights)
+
+
+def prompt_batch(records: list[dict], step: int, batch_size: int, seed: int) -> list[dict]:
+    """The prompts of GRPO step `step` (0-based): a seeded shuffle per epoch, a pure function of step."""
+    per_epoch = max(1, len(records) // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    return [records[i] for i in order[k * batch_size:(k + 1) * batch_size].tolist()]
+
+
+def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: Config,
+              generator: torch.Generator) -> dict:
+    """One GRPO step on a batch of prompt records; returns the step's log row."""
+    device = next(policy.parameters()).device
+    G = cfg.group_size
+    # ---- 1. sample a group of G completions per prompt (old policy, KV cache) ----
+    t0 = time.perf_counter()
+    prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"]) for r in records],
+                                          tok.pad_token_id, device)              # (B, P)
+    s = sample_group(policy, prompt_ids, prompt_mask, group_size=G,
+                     max_new_tokens=cfg.max_new_tokens, eos_id=tok.eos_token_id,
+                     pad_id=tok.pad_token_id, temperature=cfg.temperature,
+                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)       # B*G rows
+    completions = [decode(tok, row) for row in s.completion_ids.tolist()]
+    t1 = time.perf_counter()
+    # ---- 2. score every completion with the verifiable reward ----
+    group_records = [r for r in records for _ in range(G)]
+    rewards = torch.tensor(score(reward_fn, [r["prompt"] for r in group_records], completions,
+                                 group_records), dtype=torch.float32, device=device)  # (B*G,)
+    correct = [parse_answer(c, r["task"]) == r["answer"] for r, c in zip(group_records, completions)]
+    # ---- 3. normalise within each group ----
+    adv = group_advantages(rewards, G, scale=cfg.scale, std=cfg.std)              # (B*G,)
+    # ---- 4. mu updates of the clipped objective ----
+    mask = s.completion_mask.float()                                              # (B*G, T)
+    if cfg.mask_truncated:  # DAPO's overlong filtering: no gradient from cut-off completions
+        mask = mask * (~s.truncated).float().unsqueeze(-1)
+    ref_logp = None
+    if ref_model is not None:
+        with torch.no_grad():
+            ref_logp = completion_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                           s.completion_mask, cfg.temperature)   # (B*G, T)
+    policy.train()
+    for it in range(cfg.num_iterations):
+        logp, entropy = completion_logprobs(policy, s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                            s.completion_mask, cfg.temperature,
+                                            with_entropy=True)                   # (B*G, T) each
+        old_logp = logp.detach() if cfg.num_iterations == 1 else s.logps          # (B*G, T)
+        loss, stats = grpo_loss(logp, old_logp, adv, mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
+                                beta=cfg.beta, ref_logp=ref_logp, kl_estimator=cfg.kl_estimator,
+                                loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
+                                     f"try a lower lr or a smaller eps_high")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        opt.step()
+    policy.eval()
+    t2 = time.perf_counter()
+    # ---- 5. one row of fixed keys ----
+    n_tok = s.completion_mask.sum().clamp(min=1)
+    return {
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std().item(),
+        "accuracy": sum(correct) / len(correct),
+        "zero_var_frac": zero_variance_fraction(rewards, G),
+        "kl": stats["kl"],
+        "entropy": ((entropy.detach() * s.completion_mask).sum() / n_tok).item(),
+        "clip_low": stats["clip_low"],
+        "clip_high": stats["clip_high"],
+        "ratio_mean": stats["ratio_mean"],
+        "loss": loss.item(),
+        "grad_norm": float(grad_norm),
+        "completion_len": s.completion_mask.sum(1).float().mean().item(),
+        "truncated_frac": s.truncated.float().mean().item(),
+        "sample_s": t1 - t0,
+        "learn_s": t2 - t1,
+    }
+
+
+def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records: list[dict],
+               *, resume: str | None = None, progress: bool = True, checkpoint_dir: str | None = None):
+    """Run cfg.steps GRPO steps on `policy` in place; returns the MetricsLogger's rows.
+
+    Writes metrics.jsonl and a checkpoint (checkpoint_dir, default
+    out_dir/checkpoint) every cfg.save_every steps and at the end;
+    `resume` continues from such a checkpoint (its optimizer, RNG and step).
+    Ctrl-C saves a checkpoint before it stops the run.
+    """
+    device = next(policy.parameters()).device
+    ckpt = checkpoint_dir or f"{cfg.out_dir}/checkpoint"
+    reward_fn = parse_reward(cfg.reward)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    # the reference policy: a frozen copy of the starting point, only when the KL term is used
+    ref_model = None
+    if cfg.beta > 0:
+        ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    start = 0
+    if resume:
+        _, _, state = load_checkpoint(resume, device)
+        start = state["step"]
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        generator.set_state(state["extra"]["generator"].to(generator.get_state().device))
+        if ref_model is not None and "ref_state" in state["extra"]:
+            ref_model.load_state_dict(state["extra"]["ref_state"])
+    log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume))
+    log.rows = [r for r in log.rows if r["step"] <= start]
+    eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
+
+    def save(step: int) -> None:
+        extra = {"generator": generator.get_state()}
+        if ref_model is not None:
+            extra["ref_state"] = ref_model.state_dict()
+        save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra)
+
+    bar = tqdm(range(start, cfg.steps), desc="GRPO", disable=not progress, initial=start,
+               total=cfg.steps, mininterval=0.5)
+    log.bar = bar
+    step = start
+    try:
+        for step in bar:
+            row = {"step": step + 1}
+            row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
+                                                                        cfg.seed), reward_fn, cfg, generator)
+            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
+                row["eval_accuracy"] = evaluate(policy, tok, eval_records, device=device,
+                                                max_new_tokens=cfg.max_new_tokens)["accuracy"]
+            log.log(row)
+            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
+                save(step + 1)
+    except KeyboardInterrupt:
+        done = log.rows[-1]["step"] if log.rows else start
+        save(done)
+        bar.close()
+        print(f"interrupted: checkpoint of step {done} saved to {ckpt} (resume with --resume {ckpt})")
+        raise
+    bar.close()
+    return log.rows

@@ -1,0 +1,173 @@
+"""Tests of minigrpo.data: determinism, disjoint splits, the committed files, JSONL errors."""
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from minigrpo.data import (DATASETS, dataset_path, load_split, read_jsonl, write_all,
+                           write_jsonl)
+from minigrpo.tasks import parse_answer
+from minigrpo.tokenizer import VOCAB_CHARS
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+# Sizes as the course specifies them, written out by hand.
+EXPECTED_COUNTS = {
+    "arithmetic/test": 500, "arithmetic/sft": 500, "arithmetic/train": 5000,
+    "arithmetic_hard/test": 1000, "arithmetic_hard/sft": 2000, "arithmetic_hard/train": 20000,
+    "equations/test": 300, "equations/sft": 600, "equations/train": 3000,
+}
+FILES = sorted(EXPECTED_COUNTS)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """write_all run twice, into two fresh folders, with seed 0."""
+    d1, d2 = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    return d1, write_all(d1, seed=0), d2, write_all(d2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits(generated):
+    d1 = generated[0]
+    return {key: read_jsonl(d1 / f"{key}.jsonl") for key in FILES}
+
+
+# --- generation --------------------------------------------------------------------------
+
+def test_counts(generated):
+    _, counts1, _, counts2 = generated
+    assert counts1 == EXPECTED_COUNTS == counts2
+
+
+def test_same_seed_gives_identical_bytes(generated):
+    d1, _, d2, _ = generated
+    for key in FILES:
+        assert (d1 / f"{key}.jsonl").read_bytes() == (d2 / f"{key}.jsonl").read_bytes(), key
+
+
+def test_other_seed_gives_other_problems(generated, tmp_path):
+    write_all(tmp_path, seed=1)
+    a = (generated[0] / "equations/test.jsonl").read_bytes()
+    assert (tmp_path / "equations/test.jsonl").read_bytes() != a
+
+
+def test_committed_data_is_seed_0_output(generated):
+    """data/ in the repository is exactly what `python -m minigrpo data` writes."""
+    for key in FILES:
+        committed = REPO_DATA / f"{key}.jsonl"
+        assert committed.is_file(), f"{committed} missing; run: python -m minigrpo data"
+        assert committed.read_bytes() == (generated[0] / f"{key}.jsonl").read_bytes(), key
+
+
+def test_no_problem_repeats_within_or_across_splits(splits):
+    for name in DATASETS:
+        prompts = {s: [r["prompt"] for r in splits[f"{name}/{s}"]] for s in ("test", "sft", "train")}
+        for s, ps in prompts.items():
+            assert len(set(ps)) == len(ps), f"{name}/{s} repeats a problem"
+        test, sft, train = (set(prompts[s]) for s in ("test", "sft", "train"))
+        assert not test & (sft | train), f"{name}: a test problem is in sft/train"
+        assert not sft & train, f"{name}: sft and train share a problem"
+
+
+def test_records_fields_and_answers(splits):
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+    for key, records in splits.items():
+        name, split = key.split("/")
+        for r in records:
+            assert r["split"] == split
+            if name.startswith("arithmetic"):
+                assert r["task"] == "arithmetic"
+                assert r["prompt"] == f"{r['a']}{r['op']}{r['b']}="
+                assert int(r["answer"]) == ops[r["op"]](r["a"], r["b"])
+                hi = 99 if name == "arithmetic" or r["op"] == "*" else 999
+                assert 0 <= r["a"] <= hi and 0 <= r["b"] <= hi
+            else:
+                assert r["task"] == "equation"
+                x = int(r["answer"])
+                assert r["a"] * x + r["b"] == r["c"] and r["b"] != 0
+                assert 2 <= r["a"] <= 9 and -10 <= x <= 10 and -20 <= r["b"] <= 20
+            if split == "sft":  # a demonstration carries the completion to imitate
+                assert parse_answer(r["solution"], r["task"]) == r["answer"]
+            else:
+                assert "solution" not in r
+
+
+def test_operation_shares(splits):
+    assert Counter(r["op"] for r in splits["arithmetic/train"]) == {"+": 2500, "-": 2500}
+    hard = Counter(r["op"] for r in splits["arithmetic_hard/train"])
+    assert hard == {"+": 6667, "-": 6667, "*": 6666}
+    assert any(int(r["answer"]) < 0 for r in splits["arithmetic/test"])
+
+
+def test_equation_sft_styles_in_equal_thirds(splits):
+    sft = splits["equations/sft"]
+    assert Counter(r["style"] for r in sft) == {"guess": 200, "short": 200, "complete": 200}
+    assert [r["style"] for r in sft[:3]] == ["guess", "short", "complete"]
+    for r in sft:
+        a, b, c, x = r["a"], r["b"], r["c"], r["answer"]
+        start = {"guess": "直接猜：", "short": f"两边{'减' if b > 0 else '加'}{abs(b)}，",
+                 "complete": f"{a}x{'+' if b > 0 else '-'}{abs(b)}={c}，移项得"}[r["style"]]
+        assert r["solution"].startswith(start) and r["solution"].endswith(f"x={x}。")
+
+
+def test_every_character_is_in_the_vocabulary(splits):
+    vocab = set(VOCAB_CHARS)
+    for key, records in splits.items():
+        for r in records:
+            text = r["prompt"] + r["answer"] + r.get("solution", "")
+            assert set(text) <= vocab, (key, r["prompt"], set(text) - vocab)
+
+
+# --- JSONL ---------------------------------------------------------------------------------
+
+def test_write_read_roundtrip_keeps_chinese_unescaped(tmp_path):
+    rows = [{"prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2}, {"prompt": "1+1=", "answer": "2"}]
+    path = tmp_path / "sub" / "x.jsonl"
+    write_jsonl(path, rows)
+    assert read_jsonl(path) == rows
+    text = path.read_text(encoding="utf-8")
+    assert "求解方程" in text and "\\u" not in text and text.count("\n") == 2
+    assert [p.name for p in path.parent.iterdir()] == ["x.jsonl"]  # no temp file left behind
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "x.jsonl"
+    write_jsonl(path, [{"prompt": "1+1=", "answer": "2"}])
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_jsonl(path, [{"prompt": "1+2=", "answer": "3"}, {"prompt": object(), "answer": "?"}])
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('{"prompt": "1+1=", "answer": ', "bad JSON"),
+    ('[1, 2]', "expected a JSON object, got list"),
+    ('{"answer": "2"}', "missing 'prompt'"),
+    ('{"prompt": "1+1="}', "missing 'answer'"),
+])
+def test_read_errors_name_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"prompt": "1+1=", "answer": "2"})
+    path.write_text(f"{good}\n\n{line}\n{good}\n", encoding="utf-8")  # the bad line is line 3
+    with pytest.raises(ValueError) as e:
+        read_jsonl(path)
+    msg = str(e.value)
+    assert str(path) in msg and "line 3" in msg and problem in msg
+
+
+def test_missing_file_says_how_to_generate(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"python -m minigrpo data"):
+        read_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_split("arithmetic", "train", tmp_path / "nope")
+
+
+def test_dataset_path():
+    assert dataset_path("equations", "test") == Path("data/equations/test.jsonl")
+    assert dataset_path("arithmetic", "sft", "/d") == Path("/d/arithmetic/sft.jsonl")
+    with pytest.raises(ValueError, match="arithmetic_hard"):
+        dataset_path("algebra", "test")
+    with pytest.raises(ValueError, match="split"):
+        dataset_path("equations", "dev")

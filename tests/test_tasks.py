@@ -1,0 +1,185 @@
+"""Tests of minigrpo.tasks against the course document's section-6 texts, written by hand."""
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minigrpo.tasks import (STYLES, classify_style, equation_text, is_correct, make_arithmetic,
+                            make_equation, parse_answer, parse_equation, solution)
+from minigrpo.tokenizer import VOCAB_CHARS
+
+DOC = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}
+DOC_GUESS = "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"
+DOC_SHORT = "两边减3，得2x=4，再除以2，得x=2。"
+DOC_COMPLETE = "2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。"
+# Section 6.6, the output after training, character for character (LaTeX and spaces removed).
+DOC_RESULT = "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。"
+
+
+def eq(a, b, c):
+    return {"task": "equation", "prompt": f"求解方程 {equation_text(a, b, c)}。",
+            "answer": str((c - b) // a), "a": a, "b": b, "c": c}
+
+
+# --- the document's group and its closing example -------------------------------------
+
+def test_document_group_texts():
+    assert solution(DOC, "guess") == DOC_GUESS
+    assert solution(DOC, "short") == DOC_SHORT
+    assert solution(DOC, "complete") == DOC_COMPLETE
+
+
+def test_document_result_3x_minus_5():
+    assert solution(eq(3, -5, 10), "complete") == DOC_RESULT
+    assert eq(3, -5, 10)["prompt"] == "求解方程 3x-5=10。"
+    assert eq(3, -5, 10)["answer"] == "5"
+
+
+def test_negative_b_and_negative_x_forms():
+    assert solution(eq(3, -5, 10), "guess") == "直接猜：x=5，因为3×5-5=10，正确。所以x=5。"
+    assert solution(eq(3, -5, 10), "short") == "两边加5，得3x=15，再除以3，得x=5。"
+    neg = eq(2, 3, -7)  # x = -5
+    assert solution(neg, "guess") == "直接猜：x=-5，因为2×(-5)+3=-7，正确。所以x=-5。"
+    assert solution(neg, "short") == "两边减3，得2x=-10，再除以2，得x=-5。"
+    assert solution(neg, "complete") == "2x+3=-7，移项得2x=-7-3，计算得2x=-10，两边除以2，得x=-5。"
+
+
+def test_solution_rejects_unknown_style_and_non_integer_root():
+    with pytest.raises(ValueError, match="style"):
+        solution(DOC, "verbose")
+    with pytest.raises(ValueError, match="integer root"):
+        solution({"task": "equation", "a": 2, "b": 3, "c": 8}, "short")
+
+
+def test_arithmetic_solution_is_the_answer():
+    rec = {"task": "arithmetic", "prompt": "50-95=", "answer": "-45", "a": 50, "b": 95, "op": "-"}
+    assert [solution(rec, s) for s in STYLES] == ["-45"] * 3
+
+
+# --- generators --------------------------------------------------------------------------
+
+def test_make_arithmetic_fields_and_ranges():
+    rng = random.Random(1)
+    for op, digits in [("+", 2), ("-", 2), ("-", 3), ("*", 2), ("+", 1)]:
+        for _ in range(300):
+            r = make_arithmetic(rng, op, digits)
+            a, b = r["a"], r["b"]
+            assert 0 <= a <= 10 ** digits - 1 and 0 <= b <= 10 ** digits - 1
+            expected = {"+": a + b, "-": a - b, "*": a * b}[op]
+            assert r == {"task": "arithmetic", "prompt": f"{a}{op}{b}=", "answer": str(expected),
+                         "a": a, "b": b, "op": op}
+    with pytest.raises(ValueError):
+        make_arithmetic(rng, "/", 2)
+
+
+def test_make_arithmetic_reaches_both_ends_and_negatives():
+    rng = random.Random(2)
+    rs = [make_arithmetic(rng, "-", 1) for _ in range(2000)]
+    values = {r["a"] for r in rs} | {r["b"] for r in rs}
+    assert values == set(range(10))
+    assert any(r["answer"].startswith("-") for r in rs)
+
+
+def test_make_equation_fields_and_ranges():
+    rng = random.Random(3)
+    seen_a, seen_x, seen_b = set(), set(), set()
+    for _ in range(3000):
+        r = make_equation(rng)
+        a, b, c, x = r["a"], r["b"], r["c"], int(r["answer"])
+        assert 2 <= a <= 9 and -10 <= x <= 10 and -20 <= b <= 20 and b != 0
+        assert a * x + b == c
+        sign = "+" if b > 0 else "-"
+        assert r["prompt"] == f"求解方程 {a}x{sign}{abs(b)}={c}。"
+        assert parse_equation(r["prompt"]) == (a, b, c)
+        seen_a.add(a), seen_x.add(x), seen_b.add(b)
+    assert seen_a == set(range(2, 10))
+    assert seen_x == set(range(-10, 11))
+    assert seen_b == set(range(-20, 21)) - {0}
+
+
+def test_parse_equation_rejects_other_text():
+    with pytest.raises(ValueError):
+        parse_equation("12+34=")
+
+
+# --- strict parsing --------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("46", "46"), (" 46\n", "46"), ("0", "0"), ("-7", "-7"), ("-45", "-45"),
+    ("046", None), ("-0", None), ("+5", None), ("46 47", None), ("46。", None),
+    ("", None), ("4.0", None), ("x=46", None), ("- 7", None), ("4 6", None),
+])
+def test_parse_arithmetic(text, expected):
+    assert parse_answer(text, "arithmetic") == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    (DOC_GUESS, "2"), (DOC_SHORT, "2"), (DOC_COMPLETE, "2"), (DOC_RESULT, "5"),
+    ("x=2", "2"), ("x=2。", "2"), ("  x=2。\n", "2"), ("所以x=2", "2"), ("答：x=2。", "2"),
+    ("得x=-5。", "-5"), ("x=0", "0"),
+    ("2x=4", None),                  # "2x=4" states 2x, not x
+    ("两边减3，得2x=4", None),        # no final x=
+    ("x=2或x=3。", None),             # several candidates
+    ("x=2，x=3", None),
+    ("x=3，所以x=2。", None),         # an earlier, different value
+    ("x=2，验证正确，所以x=2。", "2"),  # the same value twice is one candidate
+    ("x=2。正确", None),              # does not end with the answer
+    ("x=2。。", None),
+    ("x=046", None), ("x=-0", None), ("x=+2", None), ("x=2.5", None), ("x=2.0", None),
+    ("x = 2", None), ("(x)=2", None), ("2×x=4，得x=2。", "2"),
+    ("x=7-3，得x=4。", "4"),           # "x=7-3" is an expression, not a candidate
+    ("", None), ("2", None),
+])
+def test_parse_equation(text, expected):
+    assert parse_answer(text, "equation") == expected
+
+
+def test_parse_unknown_task():
+    with pytest.raises(ValueError, match="task"):
+        parse_answer("2", "chess")
+
+
+def test_is_correct():
+    assert is_correct(DOC, DOC_SHORT)
+    assert not is_correct(DOC, "两边减3，得2x=4，再除以2，得x=3。")
+    assert is_correct("-45", "-45", "arithmetic")
+    assert is_correct(-45, "-45", "arithmetic")
+    assert not is_correct("45", "-45", "arithmetic")
+    with pytest.raises(ValueError):
+        is_correct("2", "x=2")
+
+
+# --- styles ---------------------------------------------------------------------------
+
+def test_classify_document_group():
+    assert classify_style(DOC, DOC_GUESS) == "guess"
+    assert classify_style(DOC, DOC_SHORT) == "short"
+    assert classify_style(DOC, "  " + DOC_COMPLETE + "\n") == "complete"
+    assert classify_style(DOC, "x=2") == "other"
+    assert classify_style(DOC, DOC_COMPLETE.replace("x=2", "x=3")) == "other"
+    # the complete text of another equation is not the complete text of this one
+    assert classify_style(DOC, DOC_RESULT) == "other"
+    assert classify_style(eq(3, -5, 10), DOC_RESULT) == "complete"
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.integers(2, 9), x=st.integers(-10, 10),
+       b=st.integers(-20, 20).filter(lambda v: v != 0))
+def test_every_style_parses_classifies_and_spells(a, x, b):
+    rec = eq(a, b, a * x + b)
+    assert rec["answer"] == str(x)
+    texts = {s: solution(rec, s) for s in STYLES}
+    assert len(set(texts.values())) == 3
+    for style, text in texts.items():
+        assert parse_answer(text, "equation") == str(x)
+        assert classify_style(rec, text) == style
+        assert set(text) <= set(VOCAB_CHARS), set(text) - set(VOCAB_CHARS)
+    assert set(rec["prompt"]) <= set(VOCAB_CHARS)
+
+
+def test_arithmetic_prompts_spell_in_vocabulary():
+    rng = random.Random(4)
+    for op in "+-*":
+        for _ in range(200):
+            r = make_arithmetic(rng, op, 3)
+            assert set(r["prompt"] + r["answer"]) <= set(VOCAB_CHARS)
