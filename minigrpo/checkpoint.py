@@ -22,6 +22,7 @@ import tempfile
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 STATE_FILE = "minigrpo_state.pt"
 
@@ -54,6 +55,7 @@ def save_checkpoint(path: str, model, tok, *, cfg=None, step: int = 0, optimizer
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every save
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         state = {

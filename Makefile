@@ -1,0 +1,31 @@
+# make train   set up (once) and run the main job: SFT + GRPO on arithmetic, CPU preset
+# make test    set up (once) and run every test: unit, property and notebook (nbval)
+# make lab     set up (once) and open the lessons in JupyterLab
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install train test lab data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m minigrpo train
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+data: $(STAMP)
+	$(PY) -m minigrpo data
+
+clean:
+	rm -rf runs .pytest_cache

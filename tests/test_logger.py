@@ -1,0 +1,39 @@
+"""The metrics logger writes one JSON row per step and the plotter reads it back."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+from minigrpo.logger import STEP_KEYS, MetricsLogger, plot_metrics, read_metrics
+
+
+def test_rows_round_trip_and_append(tmp_path):
+    path = tmp_path / "m" / "metrics.jsonl"
+    log = MetricsLogger(str(path))
+    log.log({"step": 1, "reward_mean": 0.5})
+    log.log({"step": 2, "reward_mean": 0.75, "eval_accuracy": 0.25})
+    assert read_metrics(str(path)) == [{"step": 1, "reward_mean": 0.5},
+                                       {"step": 2, "reward_mean": 0.75, "eval_accuracy": 0.25}]
+    again = MetricsLogger(str(path), append=True)   # a resumed run keeps the rows so far
+    again.log({"step": 3, "reward_mean": 1.0})
+    assert [r["step"] for r in read_metrics(str(path))] == [1, 2, 3]
+    fresh = MetricsLogger(str(path))                 # a new run starts a new file
+    assert read_metrics(str(path)) == [] and fresh.rows == []
+
+
+def test_plot_reads_the_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLogger(str(path))
+    for s in range(1, 6):
+        log.log({"step": s, "reward_mean": s / 5, "kl": 0.0, "eval_accuracy": s / 10})
+    fig = plot_metrics(str(path))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["reward_mean", "eval_accuracy", "kl"]
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == [0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_step_keys_are_documented():
+    assert STEP_KEYS[0] == "step" and len(set(STEP_KEYS)) == len(STEP_KEYS)
+    for key in ("reward_mean", "reward_std", "accuracy", "zero_var_frac", "kl", "entropy",
+                "clip_low", "clip_high", "completion_len", "sample_s", "learn_s"):
+        assert key in STEP_KEYS

@@ -1,0 +1,343 @@
+"""Tests for minigrpo.sampler: group sampling with a KV cache.
+
+The key property: the log-probs `sample_group` records while sampling (the old
+policy's log-probs in GRPO's ratio) equal what the training forward pass
+`model.completion_logprobs` computes for the same tokens at the same
+temperature, including for left-padded prompts of different lengths and with
+top-k / top-p on (they restrict what is drawn, not the distribution scored).
+
+A random tiny model almost never emits EOS (p ~ 1/217 per step), so several
+tests wrap it in `LogitBias`, which adds a fixed vector to its logits: this
+makes EOS likely (so completions end at different lengths) or makes a few
+tokens dominant (so sampling frequencies can be compared with the softmax).
+Sampling and scoring both go through the wrapper, so they see the same policy.
+"""
+import pytest
+import torch
+
+from minigrpo.config import make_config
+from minigrpo.model import build_model, completion_logprobs
+from minigrpo.sampler import filter_logits, pad_prompts, sample_group
+from minigrpo.tokenizer import build_tokenizer, encode
+
+PAD, EOS, BOS = 0, 1, 2
+
+
+class LogitBias(torch.nn.Module):
+    """The wrapped model with `bias` (V,) added to every next-token logit."""
+
+    def __init__(self, model, bias):
+        super().__init__()
+        self.inner = model
+        self.register_buffer("bias", bias)
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.logits = out.logits + self.bias
+        return out
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return build_model(make_config("tiny", seed=0), tok).eval()
+
+
+@pytest.fixture(scope="module")
+def eos_model(model, tok):
+    bias = torch.zeros(len(tok))
+    bias[EOS] = 4.5  # EOS gets roughly 1/3 of the mass: some rows stop early, some run out
+    return LogitBias(model, bias).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts(tok):
+    # left-padded prompts of different lengths (7, 5 and 12 tokens with BOS)
+    texts = ["12+34=", "1+2=", "求解方程 2x+3=7。"]
+    return pad_prompts([encode(tok, t) for t in texts], PAD)
+
+
+def sample(model, ids, mask, **kw):
+    args = dict(group_size=4, max_new_tokens=6, eos_id=EOS, pad_id=PAD)
+    args.update(kw)
+    return sample_group(model, ids, mask, **args)
+
+
+def naive_full_logprobs(model, prompt: list[int], completion: list[int], temperature: float):
+    """log_softmax(logits / T) of each completion step from one unpadded, uncached forward. (T, V)"""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    P = len(prompt)
+    return torch.log_softmax(logits[P - 1:P - 1 + len(completion)] / temperature, dim=-1)
+
+
+# ---------------------------------------------------------------- pad_prompts
+
+
+def test_pad_prompts_left_pads():
+    ids, mask = pad_prompts([[2, 5, 6], [2], [2, 7]], pad_id=0)
+    assert ids.tolist() == [[2, 5, 6], [0, 0, 2], [0, 2, 7]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+    assert ids.dtype == mask.dtype == torch.long
+    ids, mask = pad_prompts([[9, 9]], pad_id=3)
+    assert ids.tolist() == [[9, 9]] and mask.tolist() == [[1, 1]]
+
+
+# ---------------------------------------------------------------- filter_logits
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 1.5, 0.3],
+                           [3.0, -2.0, 0.0, 1.0, 2.5]])
+    out = filter_logits(logits, top_k=2)
+    keep = torch.isfinite(out)
+    assert keep.tolist() == [[False, True, False, True, False],
+                             [True, False, False, False, True]]
+    assert torch.equal(out[keep], logits[keep])           # kept logits are unchanged
+    assert (out[~keep] == float("-inf")).all()
+    # top_k=0 (off) and top_k >= V leave everything
+    assert torch.equal(filter_logits(logits, top_k=0), logits)
+    assert torch.equal(filter_logits(logits, top_k=5), logits)
+
+
+@pytest.mark.parametrize("top_p, n_keep", [(0.7, 2), (0.5, 1), (0.81, 3), (0.4, 1), (0.96, 4)])
+def test_top_p_keeps_smallest_prefix_reaching_p(top_p, n_keep):
+    # probs 0.5, 0.3, 0.15, 0.05: cumulative 0.5, 0.8, 0.95, 1.0
+    #   p=0.4 -> {0.5}; p=0.5 -> {0.5} (0.5 reaches 0.5); p=0.7 -> {0.5, 0.3};
+    #   p=0.81 -> first 3 (0.8 < 0.81 <= 0.95); p=0.96 -> all 4
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    order = [2, 0, 3, 1]  # put them in a shuffled order so the scatter back is tested
+    logits = torch.empty(4, dtype=torch.float64)
+    logits[order] = probs.log()
+    out = filter_logits(logits.unsqueeze(0), top_p=top_p)[0]
+    kept = torch.isfinite(out)
+    expected = torch.zeros(4, dtype=torch.bool)
+    expected[order[:n_keep]] = True
+    assert kept.tolist() == expected.tolist()
+    assert torch.equal(out[kept], logits[kept])
+
+
+def test_top_p_float32_boundary():
+    # The same example in float32 (the sampler's dtype): p=0.5 still keeps one token.
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False]]
+
+
+def test_top_p_always_keeps_the_top_token():
+    logits = torch.tensor([[0.0, 5.0, 1.0]])
+    assert torch.isfinite(filter_logits(logits, top_p=1e-6)).tolist() == [[False, True, False]]
+
+
+# ---------------------------------------------------------------- the key test
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [
+    (1.0, 0, 1.0),
+    (0.7, 0, 1.0),
+    (1.0, 5, 1.0),
+    (0.7, 0, 0.8),
+    (0.7, 8, 0.9),
+])
+def test_sampled_logprobs_equal_training_logprobs(eos_model, prompts, temperature, top_k, top_p):
+    ids, mask = prompts
+    gen = torch.Generator().manual_seed(0)
+    s = sample(eos_model, ids, mask, group_size=6, temperature=temperature, top_k=top_k, top_p=top_p,
+               generator=gen)
+    # there are rows of several lengths, so masking after EOS is exercised
+    lengths = s.completion_mask.sum(1)
+    assert len(set(lengths.tolist())) >= 3, lengths
+    with torch.no_grad():
+        train = completion_logprobs(eos_model, s.prompt_ids, s.prompt_mask, s.completion_ids,
+                                    s.completion_mask, temperature=temperature)
+    assert torch.allclose(s.logps, train, atol=1e-5, rtol=0), (s.logps - train).abs().max()
+    # and both equal the full tempered distribution of an unpadded, uncached forward
+    for r in range(s.completion_ids.shape[0]):
+        prompt = s.prompt_ids[r][s.prompt_mask[r].bool()].tolist()
+        n = int(lengths[r])
+        comp = s.completion_ids[r, :n].tolist()
+        full = naive_full_logprobs(eos_model, prompt, comp, temperature)      # (n, V)
+        expected = full[torch.arange(n), torch.tensor(comp)]
+        assert torch.allclose(s.logps[r, :n].double(), expected, atol=1e-5, rtol=0)
+        assert (s.logps[r, n:] == 0).all()
+        if top_k:
+            # every drawn token is among the k most likely of its step
+            rank = (full > expected.unsqueeze(1)).sum(1)
+            assert (rank < top_k).all(), rank
+
+
+def test_samples_structure_mask_pad_and_truncated(eos_model, prompts):
+    ids, mask = prompts
+    B, G, T_max = 3, 8, 6
+    s = sample(eos_model, ids, mask, group_size=G, max_new_tokens=T_max, generator=torch.Generator().manual_seed(1))
+    N, T = s.completion_ids.shape
+    assert N == B * G and T <= T_max
+    assert s.completion_mask.shape == s.logps.shape == (N, T) and s.truncated.shape == (N,)
+    # rows of one prompt are contiguous: row i belongs to prompt i // G
+    for i in range(N):
+        assert torch.equal(s.prompt_ids[i], ids[i // G])
+        assert torch.equal(s.prompt_mask[i], mask[i // G])
+    n_trunc = 0
+    for i in range(N):
+        row = s.completion_ids[i].tolist()
+        m = s.completion_mask[i].tolist()
+        if EOS in row:
+            k = row.index(EOS)                      # the first EOS
+            assert m == [1] * (k + 1) + [0] * (T - k - 1)
+            assert row[k + 1:] == [PAD] * (T - k - 1)
+            assert not s.truncated[i]
+        else:
+            assert m == [1] * T and T == T_max
+            assert s.truncated[i]
+            n_trunc += 1
+        assert PAD not in row[:sum(m)]
+    # both kinds occur, so the checks above both ran
+    assert 0 < n_trunc < N, n_trunc
+
+
+def test_sampling_stops_when_every_row_has_eos(tok, model):
+    bias = torch.zeros(len(tok))
+    bias[EOS] = 100.0  # EOS is certain: every row stops after one token
+    ids, mask = pad_prompts([encode(tok, "1+2=")], PAD)
+    s = sample(LogitBias(model, bias), ids, mask, group_size=3, max_new_tokens=6)
+    assert s.completion_ids.tolist() == [[EOS]] * 3
+    assert s.completion_mask.tolist() == [[1]] * 3
+    assert not s.truncated.any()
+    assert torch.allclose(s.logps, torch.zeros(3, 1), atol=1e-6)  # log 1
+
+
+# ---------------------------------------------------------------- KV cache vs naive decoding
+
+
+def naive_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding that re-runs the whole unpadded sequence, without cache, every step."""
+    seq = list(prompt)
+    out = []
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([seq]), use_cache=False).logits[0, -1]
+        t = int(logits.argmax())
+        out.append(t)
+        if t == EOS:
+            break
+        seq.append(t)
+    return out
+
+
+@pytest.mark.parametrize("which", ["plain", "eos"])
+def test_greedy_with_cache_equals_naive_greedy(model, eos_model, prompts, which):
+    m = model if which == "plain" else LogitBias(model.eval(), eos_model.bias * 0.55)  # EOS sometimes wins
+    ids, mask = prompts
+    T_max = 8
+    s = sample(m, ids, mask, group_size=2, max_new_tokens=T_max, greedy=True, temperature=0.7)
+    for i in range(ids.shape[0]):
+        prompt = ids[i][mask[i].bool()].tolist()
+        expected = naive_greedy(m, prompt, T_max)
+        for g in range(2):
+            r = i * 2 + g
+            n = int(s.completion_mask[r].sum())
+            assert s.completion_ids[r, :n].tolist() == expected, (i, g)
+            assert bool(s.truncated[r]) == (EOS not in expected)
+    # greedy log-probs are still those of the tempered distribution
+    with torch.no_grad():
+        train = completion_logprobs(m, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask,
+                                    temperature=0.7)
+    assert torch.allclose(s.logps, train, atol=1e-5, rtol=0)
+
+
+def test_top_k_1_equals_greedy(eos_model, prompts):
+    ids, mask = prompts
+    greedy = sample(eos_model, ids, mask, greedy=True, temperature=0.9)
+    top1 = sample(eos_model, ids, mask, top_k=1, temperature=0.9, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(greedy.completion_ids, top1.completion_ids)
+    assert torch.equal(greedy.completion_mask, top1.completion_mask)
+    assert torch.allclose(greedy.logps, top1.logps, atol=1e-6)
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+def test_same_seed_same_samples_different_seed_different(model, prompts):
+    ids, mask = prompts
+
+    def run(seed):
+        return sample(model, ids, mask, group_size=4, max_new_tokens=5,
+                      generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.logps, b.logps)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+    # the G samples of one prompt are not all copies of each other
+    assert len({tuple(r) for r in a.completion_ids[:4].tolist()}) > 1
+
+
+def test_sampling_restores_training_mode(model, prompts):
+    ids, mask = prompts
+    model.train()
+    try:
+        sample(model, ids, mask, max_new_tokens=2, generator=torch.Generator().manual_seed(0))
+        assert model.training
+    finally:
+        model.eval()
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_non_positive_temperature_raises(model, prompts, temperature):
+    ids, mask = prompts
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, ids, mask, temperature=temperature)
+
+
+# ---------------------------------------------------------------- sampling frequencies
+
+
+@pytest.fixture(scope="module")
+def peaked(model, tok):
+    """A policy whose first token is one of a few characters with clearly different probabilities."""
+    bias = torch.zeros(len(tok))
+    for ch, b in zip("12345", [6.0, 5.5, 5.0, 4.0, 3.0]):
+        bias[tok.convert_tokens_to_ids(ch)] = b
+    return LogitBias(model, bias).eval()
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.7, 0), (1.0, 3)])
+def test_first_token_frequencies_match_softmax(peaked, tok, temperature, top_k):
+    prompt = encode(tok, "12+34=")
+    ids, mask = pad_prompts([prompt], PAD)
+    n = 4000
+    s = sample(peaked, ids, mask, group_size=n, max_new_tokens=1, temperature=temperature, top_k=top_k,
+               generator=torch.Generator().manual_seed(123))
+    counts = torch.bincount(s.completion_ids[:, 0], minlength=len(tok)).double()
+    empirical = counts / n
+    # the distribution from a plain forward: softmax(logits / T), restricted to the top k if on
+    with torch.no_grad():
+        logits = peaked(input_ids=torch.tensor([prompt])).logits[0, -1].double() / temperature
+    if top_k:
+        kth = logits.topk(top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    expected = torch.softmax(logits, -1)
+    # the test has power: the distribution is spread over several tokens
+    assert 0.2 < expected.max() < 0.8
+    assert (expected > 0.05).sum() >= 3
+    assert (empirical - expected).abs().max() < 0.03, (empirical - expected).abs().max()
+    # chi-square over the tokens with expected count >= 5, the rest lumped together
+    big = expected * n >= 5
+    obs = torch.cat([counts[big], counts[~big].sum().view(1)])
+    exp = torch.cat([expected[big] * n, (expected[~big] * n).sum().view(1)])
+    keep = exp > 0
+    chi2 = (((obs - exp) ** 2)[keep] / exp[keep]).sum()
+    dof = int(keep.sum()) - 1
+    assert chi2 < dof + 6 * (2 * dof) ** 0.5, (chi2, dof)  # ~6 sigma of a chi-square(dof)
+    if top_k:
+        assert int((counts > 0).sum()) == top_k
+    # at T != 1 the untempered softmax would be told apart by this test
+    if temperature != 1.0:
+        with torch.no_grad():
+            untempered = torch.softmax(peaked(input_ids=torch.tensor([prompt])).logits[0, -1].double(), -1)
+        assert (empirical - untempered).abs().max() > 0.05
