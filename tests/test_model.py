@@ -15,6 +15,16 @@ from minigrpo.model import build_model, completion_logprobs, num_parameters, pic
 from minigrpo.tokenizer import build_tokenizer, encode
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and with another process
+    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()

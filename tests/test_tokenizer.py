@@ -5,6 +5,7 @@ tokens come first (<pad> 0, <eos> 1, <bos> 2, <unk> 3), then ASCII_CHARS in
 order, so '0'..'9' are 4..13, '+' 14, '-' 15, '*' 16, '/' 17, '=' 18.
 """
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from minigrpo.tokenizer import (
@@ -24,6 +25,16 @@ ARITHMETIC_PROMPT = "12+34="
 DOC_STRINGS = [COMPLETE_SOLUTION, EQUATION_PROMPT, ARITHMETIC_PROMPT, "2x=4，x=2", "5-7=", "9*8="]
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and with another process
+    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +99,6 @@ def test_decode_stops_at_eos_and_skips_pad_and_bos(tok):
     assert decode(tok, [EOS_ID, 5, 6]) == ""
     assert decode(tok, [PAD_ID, PAD_ID]) == ""
     # a tensor is accepted too
-    import torch
     assert decode(tok, torch.tensor([BOS_ID, 5, 14, 6, 18, 7, EOS_ID, PAD_ID])) == "1+2=3"
 
 
