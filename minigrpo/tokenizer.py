@@ -9,7 +9,10 @@ one and other tools (TRL, pipelines) can use it.
 
 A character outside the vocabulary is an error that names the character: a
 character-level model cannot spell what it has no token for, and dropping it
-silently would change the problem the model is asked to solve.
+silently would change the problem the model is asked to solve. (The engine
+always goes through `encode`, which checks; calling the transformers object
+directly, `tok(text)`, maps such a character to `<unk>` as transformers
+tokenizers do.)
 
     tok = build_tokenizer()
     ids = encode(tok, "12+34=")        # [BOS, '1', '2', '+', '3', '4', '=']
