@@ -33,9 +33,9 @@ class Config:
     intermediate_size: int = 512   # width of the SwiGLU MLP
     max_seq_len: int = 96          # longest prompt + completion the model will see
     # --- SFT warm start (supervised, on demonstrations from the sft split) ---
-    sft_steps: int = 600           # optimizer steps of supervised training (0 to skip)
-    sft_batch_size: int = 64       # demonstrations per SFT step
-    sft_lr: float = 3e-3           # AdamW learning rate for SFT (cosine decay to 10%)
+    sft_steps: int = 1250          # optimizer steps of supervised training (0 to skip)
+    sft_batch_size: int = 128      # demonstrations per SFT step
+    sft_lr: float = 1e-3           # AdamW learning rate for SFT (warm-up, then cosine decay to 10%)
     sft_examples: int = 0          # use only the first N demonstrations (0 = all of sft.jsonl)
     # --- GRPO: sampling a group per prompt ---
     steps: int = 200               # GRPO steps; each samples a fresh batch of prompts
@@ -51,7 +51,8 @@ class Config:
     std: str = "sample"            # "sample" (divide by G-1, as the course's formula) or "population" (by G)
     # --- GRPO: the clipped objective ---
     num_iterations: int = 1        # mu: updates on each sampled batch against the frozen old policy
-    lr: float = 1e-3               # AdamW learning rate for GRPO (constant)
+    lr: float = 1e-4               # AdamW learning rate for GRPO (constant after warm-up)
+    warmup_steps: int = 10         # GRPO steps of linear learning-rate warm-up (Adam's first steps are large)
     weight_decay: float = 0.0      # AdamW weight decay
     eps_low: float = 0.2           # ratio may fall to 1 - eps_low before clipping (A < 0)
     eps_high: float = 0.28         # ratio may rise to 1 + eps_high before clipping (A > 0; DAPO clip-higher)
@@ -130,6 +131,7 @@ def validate(cfg: Config) -> None:
         ("lr", cfg.lr > 0, "must be > 0"),
         ("sft_lr", cfg.sft_lr > 0, "must be > 0"),
         ("num_iterations", cfg.num_iterations >= 1, "must be >= 1"),
+        ("warmup_steps", cfg.warmup_steps >= 0, "must be >= 0"),
         ("steps", cfg.steps >= 0, "must be >= 0"),
         ("sft_steps", cfg.sft_steps >= 0, "must be >= 0"),
         ("max_new_tokens", cfg.max_new_tokens >= 1, "must be >= 1"),

@@ -170,6 +170,8 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     step = start
     try:
         for step in bar:
+            for group in opt.param_groups:  # linear warm-up, then constant
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             row = {"step": step + 1}
             row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
                                                                         cfg.seed), reward_fn, cfg, generator)
