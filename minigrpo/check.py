@@ -18,8 +18,8 @@ def _as_array(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def check(label: str, got, expected, atol: float = 1e-6, rtol: float = 0.0) -> str:
-    """Print and return "label: exact | close (max diff d) | MISMATCH"; raise if not within tolerance.
+def check(label: str, got, expected, atol: float = 1e-6, rtol: float = 0.0) -> None:
+    """Print "label: exact" or "label: close (max diff d)"; raise AssertionError if not within tolerance.
 
     `got` and `expected` are numbers, lists, numpy arrays or torch tensors of the same shape.
     """
@@ -34,5 +34,4 @@ def check(label: str, got, expected, atol: float = 1e-6, rtol: float = 0.0) -> s
     else:
         raise AssertionError(f"{label}: MISMATCH, got {np.round(g, 6).tolist()}, "
                              f"expected {np.round(e, 6).tolist()} (max diff {diff:.3g})")
-    print(line)
-    return line
+    print(line)  # returns None, so a cell ending in check(...) shows the line once

@@ -38,8 +38,8 @@ class Config:
     sft_lr: float = 1e-3           # AdamW learning rate for SFT (warm-up, then cosine decay to 10%)
     sft_examples: int = 0          # use only the first N demonstrations (0 = all of sft.jsonl)
     # --- GRPO: sampling a group per prompt ---
-    steps: int = 200               # GRPO steps; each samples a fresh batch of prompts
-    prompts_per_step: int = 32     # B: prompts per step
+    steps: int = 500               # GRPO steps; each samples a fresh batch of prompts
+    prompts_per_step: int = 128    # B: prompts per step
     group_size: int = 8            # G: completions sampled per prompt (G >= 2)
     max_new_tokens: int = 6        # completion length limit, EOS included
     temperature: float = 1.0       # sampling temperature; log-probs use the same one

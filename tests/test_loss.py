@@ -42,8 +42,11 @@ def test_document_probability_caps():
     p_old = 0.01
     p_new = t([0.011, 0.012, 0.02, 0.05])
     close(clipped_surrogate(p_new / p_old, t(1.0), 0.2, 0.2) * p_old, [0.011, 0.012, 0.012, 0.012])
-    # Section 3.2: eps_high = 0.3 lets a token of probability 0.9 rise to 0.9 * 1.3 = 1.17.
+    # Section 3.2 says eps_high = 0.3 lets a token of probability 0.9 "rise to 1.17": the
+    # objective does stop growing at ratio 1.3 (0.9 * 1.3 = 1.17), but a probability is capped
+    # at 1, so the ratio of a 0.9 token can never exceed 1/0.9 = 1.11 and the clip never binds.
     close(clipped_surrogate(t(1.5), t(1.0), 0.2, 0.3) * 0.9, 1.17)
+    close(clipped_surrogate(t(1 / 0.9), t(1.0), 0.2, 0.3), 1 / 0.9)  # unclipped at the cap
 
 
 def test_clipped_surrogate_broadcasts():
