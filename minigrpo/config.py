@@ -61,6 +61,7 @@ class Config:
     loss_type: str = "grpo"        # grpo | bnpo | dapo | dr_grpo | seq_sum (how tokens are averaged)
     grad_clip: float = 1.0         # clip the gradient's global norm to this (0 = off)
     mask_truncated: bool = False   # DAPO's overlong filtering: no loss on completions cut off without EOS
+    skip_zero_adv: bool = True     # leave rows with advantage 0 out of the backward pass (same gradient when beta=0)
     # --- evaluation, logging, checkpoints ---
     eval_every: int = 50           # evaluate on held-out test prompts every N GRPO steps (0 = only at the end)
     eval_size: int = 500           # held-out test problems per evaluation (0 = all)

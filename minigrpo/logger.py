@@ -26,10 +26,10 @@ STEP_KEYS = (
     "accuracy",          # fraction of sampled completions with the correct answer
     "zero_var_frac",     # fraction of groups whose G rewards are all equal (advantage 0: no signal)
     "kl",                # mean k-estimate of KL(pi_theta || pi_ref) per token (0 without a reference)
-    "entropy",           # mean entropy of the policy's next-token distribution per completion token
+    "entropy",           # mean entropy of the sampling policy's next-token distribution per completion token
     "clip_low",          # fraction of tokens clipped at 1 - eps_low (A < 0)
     "clip_high",         # fraction of tokens clipped at 1 + eps_high (A > 0)
-    "ratio_mean",        # mean pi_theta / pi_old over tokens (1 at the first update)
+    "ratio_mean",        # mean pi_theta / pi_old over the trained tokens (1 at the first update)
     "loss",              # the minimised loss (minus the objective), last update of the step
     "grad_norm",         # global gradient norm before clipping
     "completion_len",    # mean completion length in tokens (EOS included)

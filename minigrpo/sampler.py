@@ -36,6 +36,7 @@ class Samples:
     completion_ids: torch.Tensor   # (B*G, T) right-padded with PAD after EOS
     completion_mask: torch.Tensor  # (B*G, T) 1 up to and including EOS
     logps: torch.Tensor            # (B*G, T) log pi_old(token | prefix), 0 where masked
+    entropy: torch.Tensor          # (B*G, T) entropy of pi_old(. | prefix) at each step, 0 where masked
     truncated: torch.Tensor        # (B*G,) True where no EOS within max_new_tokens
 
 
@@ -101,7 +102,7 @@ def sample_group(
     next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (B*G, 1)
     N = B * G
     done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (B*G,)
-    tokens, logps, masks = [], [], []
+    tokens, logps, masks, entropies = [], [], [], []
     # 3. decode one token per step
     for t in range(max_new_tokens):
         logp_all = F.log_softmax(logits / temperature, dim=-1)                # (B*G, V)
@@ -113,6 +114,7 @@ def sample_group(
         tok = tok.masked_fill(done, pad_id)                                   # (B*G,)
         masks.append(~done)
         logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (B*G,)
+        entropies.append(-(logp_all.exp() * logp_all).sum(-1) * (~done))     # (B*G,)
         tokens.append(tok)
         done = done | (tok == eos_id)
         if bool(done.all()) or t == max_new_tokens - 1:
@@ -131,6 +133,7 @@ def sample_group(
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         logps=torch.stack(logps, dim=1),
+        entropy=torch.stack(entropies, dim=1),
         truncated=~done,
     )
 

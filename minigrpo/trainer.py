@@ -82,20 +82,32 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
     mask = s.completion_mask.float()                                              # (B*G, T)
     if cfg.mask_truncated:  # DAPO's overlong filtering: no gradient from cut-off completions
         mask = mask * (~s.truncated).float().unsqueeze(-1)
+    # A row with advantage 0 (its group's rewards were all equal) adds exactly 0 to the
+    # clipped term, so without a KL term it is left out of the forward and backward pass;
+    # `rescale` turns the loss over the kept rows back into the full batch's loss.
+    keep = (adv != 0) if (cfg.skip_zero_adv and cfg.beta == 0) else torch.ones_like(adv, dtype=torch.bool)
+    idx = keep.nonzero().squeeze(-1)                                              # (K,)
+    n_tok = mask.sum().clamp(min=1)
+    rescale = (mask[idx].sum() / n_tok).item() if cfg.loss_type in ("bnpo", "dapo") else len(idx) / len(adv)
+    sub = lambda x: x[idx]                                                        # (B*G, ...) -> (K, ...)
     ref_logp = None
     if ref_model is not None:
         with torch.no_grad():
             ref_logp = completion_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.completion_ids,
                                            s.completion_mask, cfg.temperature)   # (B*G, T)
+    loss, grad_norm = torch.zeros(()), torch.zeros(())
+    stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
     policy.train()
-    for it in range(cfg.num_iterations):
-        logp, entropy = completion_logprobs(policy, s.prompt_ids, s.prompt_mask, s.completion_ids,
-                                            s.completion_mask, cfg.temperature,
-                                            with_entropy=True)                   # (B*G, T) each
-        old_logp = logp.detach() if cfg.num_iterations == 1 else s.logps          # (B*G, T)
-        loss, stats = grpo_loss(logp, old_logp, adv, mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-                                beta=cfg.beta, ref_logp=ref_logp, kl_estimator=cfg.kl_estimator,
-                                loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens)
+    for it in range(cfg.num_iterations if len(idx) else 0):
+        logp = completion_logprobs(policy, sub(s.prompt_ids), sub(s.prompt_mask), sub(s.completion_ids),
+                                   sub(s.completion_mask), cfg.temperature)      # (K, T)
+        old_logp = logp.detach() if cfg.num_iterations == 1 else sub(s.logps)     # (K, T)
+        loss, stats = grpo_loss(logp, old_logp, sub(adv), sub(mask), eps_low=cfg.eps_low,
+                                eps_high=cfg.eps_high, beta=cfg.beta,
+                                ref_logp=None if ref_logp is None else sub(ref_logp),
+                                kl_estimator=cfg.kl_estimator, loss_type=cfg.loss_type,
+                                max_completion_length=cfg.max_new_tokens)
+        loss = loss * rescale                                                     # the full batch's loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
                                      f"try a lower lr or a smaller eps_high")
@@ -106,17 +118,18 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
         opt.step()
     policy.eval()
     t2 = time.perf_counter()
+    # clip fractions are of all tokens of the batch (rows left out were not clipped)
+    kept_frac = (sub(mask).sum() / n_tok).item()
     # ---- 5. one row of fixed keys ----
-    n_tok = s.completion_mask.sum().clamp(min=1)
     return {
         "reward_mean": rewards.mean().item(),
         "reward_std": rewards.std().item(),
         "accuracy": sum(correct) / len(correct),
         "zero_var_frac": zero_variance_fraction(rewards, G),
         "kl": stats["kl"],
-        "entropy": ((entropy.detach() * s.completion_mask).sum() / n_tok).item(),
-        "clip_low": stats["clip_low"],
-        "clip_high": stats["clip_high"],
+        "entropy": (s.entropy.sum() / s.completion_mask.sum().clamp(min=1)).item(),
+        "clip_low": stats["clip_low"] * kept_frac,
+        "clip_high": stats["clip_high"] * kept_frac,
         "ratio_mean": stats["ratio_mean"],
         "loss": loss.item(),
         "grad_norm": float(grad_norm),

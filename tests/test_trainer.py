@@ -53,6 +53,25 @@ def test_equal_rewards_teach_nothing():
         assert torch.equal(v, start[k]), k
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "seq_sum"])
+def test_skipping_zero_advantage_rows_gives_the_same_update(loss_type):
+    # rows whose group has equal rewards have A = 0 and add exactly 0 to the loss: leaving them
+    # out of the backward pass (and rescaling) must give the same gradient, hence the same update
+    reward = lambda p, c, **f: float(ord(c[0]) % 2 if c else 0) if p == "1+2=" else 1.0
+    results = []
+    for skip in (True, False):
+        cfg, tok, model = setup(group_size=8, loss_type=loss_type, skip_zero_adv=skip, grad_clip=0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        row = grpo_step(model, None, tok, opt, RECORDS, reward, cfg, torch.Generator().manual_seed(0))
+        results.append((row, [p.detach().clone() for p in model.parameters()]))
+    (row_a, params_a), (row_b, params_b) = results
+    assert 0 < row_a["zero_var_frac"] < 1          # some groups were skipped, some trained
+    assert row_a["loss"] == pytest.approx(row_b["loss"], abs=1e-7)
+    assert row_a["grad_norm"] == pytest.approx(row_b["grad_norm"], rel=1e-5)
+    for a, b in zip(params_a, params_b):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
 def test_kl_to_reference_appears_only_with_beta(tmp_path):
     cfg, tok, model = setup(beta=0.1, num_iterations=2, lr=1e-2, group_size=4)
     ref = copy.deepcopy(model).requires_grad_(False)
