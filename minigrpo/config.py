@@ -39,7 +39,7 @@ class Config:
     sft_examples: int = 0          # use only the first N demonstrations (0 = all of sft.jsonl)
     # --- GRPO: sampling a group per prompt ---
     steps: int = 500               # GRPO steps; each samples a fresh batch of prompts
-    prompts_per_step: int = 128    # B: prompts per step
+    prompts_per_step: int = 256    # B: prompts per step
     group_size: int = 8            # G: completions sampled per prompt (G >= 2)
     max_new_tokens: int = 6        # completion length limit, EOS included
     temperature: float = 1.0       # sampling temperature; log-probs use the same one

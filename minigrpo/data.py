@@ -47,7 +47,7 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "arithmetic": DatasetSpec(
         task="arithmetic", kinds=(("+", 2), ("-", 2)),
-        sizes={"test": 500, "sft": 1500, "train": 5000},
+        sizes={"test": 500, "sft": 1250, "train": 15000},
         description="a+b= and a-b= with operands in [0, 99]; the default CPU curriculum"),
     "arithmetic_hard": DatasetSpec(
         task="arithmetic", kinds=(("+", 3), ("-", 3), ("*", 2)),
