@@ -66,6 +66,9 @@ def save_checkpoint(path: str, model, tok, *, cfg=None, step: int = 0, optimizer
             "extra": extra or {},
         }
         torch.save(state, os.path.join(tmp, STATE_FILE))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; a checkpoint is an ordinary folder
         old = None
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)

@@ -51,6 +51,7 @@ class MetricsLogger:
         self.path = path
         self.bar = bar
         self.rows: list[dict] = read_metrics(path) if append and os.path.exists(path) else []
+        self._last: dict = {}  # newest value of each progress-bar key (eval_accuracy is not in every row)
         if not append:
             open(path, "w").close()
 
@@ -61,12 +62,9 @@ class MetricsLogger:
             f.write(json.dumps(row) + "\n")
             f.flush()
         if self.bar is not None:
-            shown = {BAR_KEYS[k]: f"{row[k]:.3g}" for k in BAR_KEYS if k in row}
-            if "eval_accuracy" not in row:
-                last = [r["eval_accuracy"] for r in self.rows if "eval_accuracy" in r]
-                if last:
-                    shown["test"] = f"{last[-1]:.3g}"
-            self.bar.set_postfix(shown, refresh=False)
+            self._last.update({k: row[k] for k in BAR_KEYS if k in row})  # newest value of each key
+            self.bar.set_postfix({short: f"{self._last[k]:.3g}" for k, short in BAR_KEYS.items()
+                                  if k in self._last}, refresh=False)
 
 
 def read_metrics(path: str) -> list[dict]:
