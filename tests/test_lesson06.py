@@ -1,0 +1,167 @@
+"""Lesson 06 (SFT warm start, then GRPO on arithmetic): its exercise checkers accept the solutions and reject wrong
+answers, and the committed run it reads (results/cpu_arithmetic/) is self-consistent and loadable.
+
+The solutions are exec'd from the solutions notebook; the wrong answers and the expected numbers are derived here
+independently (by enumeration, by hand, or from the files).
+"""
+import itertools
+import json
+import math
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from minigrpo.data import load_split
+from minigrpo.evaluate import evaluate
+from minigrpo.exercises import lesson06
+from minigrpo.logger import STEP_KEYS, read_metrics
+from minigrpo.reward import combine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LESSON = os.path.join(ROOT, "notebooks", "06_train_arithmetic.ipynb")
+SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "06_train_arithmetic_solutions.ipynb")
+RUN = os.path.join(ROOT, "results", "cpu_arithmetic")
+
+
+def code_cells(path):
+    with open(path, encoding="utf-8") as f:
+        nb = json.load(f)
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def solution(name):
+    cells = [source(c) for c in code_cells(SOLUTIONS) if source(c).startswith(f"def {name}(")]
+    assert len(cells) == 1, f"{len(cells)} solution cells define {name}"
+    ns = {"torch": torch, "math": math, "combine": combine}
+    exec(cells[0], ns)
+    return ns[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return read_metrics(os.path.join(RUN, "metrics.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def results():
+    with open(os.path.join(RUN, "results.json")) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ the checkers
+
+
+def test_checkers_accept_the_solutions(rows, capsys):
+    lesson06.check_all_equal_prob(solution("all_equal_prob"))
+    lesson06.check_make_format_bonus_reward(solution("make_format_bonus_reward"))
+    lesson06.check_first_step_reaching(solution("first_step_reaching"), rows)
+    out = capsys.readouterr().out
+    assert out.count(": correct") == 3 and "not done" not in out
+
+
+def test_checkers_say_not_done_for_stubs(capsys):
+    lesson06.check_all_equal_prob(lambda p, G: None)
+    lesson06.check_make_format_bonus_reward(lambda: None)
+    lesson06.check_first_step_reaching(lambda rows, level: None)
+    assert capsys.readouterr().out.count("not done yet") == 3
+
+
+def test_all_equal_prob_cases_by_enumeration():
+    """The checker's numbers equal the probability summed over all 2^G outcomes."""
+    for p, G, expected in lesson06.ALL_EQUAL_CASES:
+        if G > 8:
+            continue
+        total = sum(math.prod(p if x else 1 - p for x in outcome)
+                    for outcome in itertools.product((0, 1), repeat=G) if len(set(outcome)) == 1)
+        assert math.isclose(total, expected, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda p, G: p ** G,                         # only all-right
+    lambda p, G: p ** G * (1 - p) ** G,          # and instead of or
+    lambda p, G: 1 - p ** G - (1 - p) ** G,      # the mixed-group probability
+    lambda p, G: p ** G + (1 - p) ** G + 1e-3,   # off by a little
+])
+def test_all_equal_prob_rejects_wrong(wrong):
+    with pytest.raises(AssertionError):
+        lesson06.check_all_equal_prob(wrong)
+
+
+@pytest.mark.parametrize("weights", [
+    {"correct": 1.0},                            # no bonus
+    {"correct": 1.0, "format": 1.0},             # bonus too large
+    {"correct": 0.1, "format": 1.0},             # weights swapped
+])
+def test_format_bonus_rejects_wrong(weights):
+    with pytest.raises(AssertionError):
+        lesson06.check_make_format_bonus_reward(lambda: combine(weights))
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda rows, level: next((r["step"] for r in rows if r.get("eval_accuracy", 0) > level), 0),     # > not >=
+    lambda rows, level: next((r["step"] for r in reversed(rows) if r.get("eval_accuracy", 0) >= level), 0),  # last
+    lambda rows, level: next((r["step"] for r in rows if r.get("eval_accuracy", r.get("accuracy", 0)) >= level), 0),
+    lambda rows, level: next((r["step"] for r in rows if r.get("eval_accuracy", 0) >= level), -1),   # -1 for never
+])
+def test_first_step_rejects_wrong(wrong):
+    with pytest.raises(AssertionError):
+        lesson06.check_first_step_reaching(wrong)
+
+
+def test_first_step_committed_value(rows):
+    """The hard-coded 300 is what the file says."""
+    evals = [(r["step"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    assert min(s for s, a in evals if a >= 0.9) == lesson06.COMMITTED_FIRST_90
+
+
+# ------------------------------------------------------------------ the committed run
+
+
+def test_committed_results_are_self_consistent(rows, results):
+    assert len(rows) == results["grpo_steps"] == results["config"]["steps"] == 500
+    assert [r["step"] for r in rows] == list(range(1, 501))
+    for r in rows:
+        assert set(STEP_KEYS) <= r.keys(), r["step"]
+    evals = [r for r in rows if "eval_accuracy" in r]
+    assert [r["step"] for r in evals] == list(range(50, 501, 50))
+    assert results["grpo"]["accuracy"] == rows[-1]["eval_accuracy"] == 0.932
+    assert results["sft"]["accuracy"] == 0.628 and results["sft"]["n"] == results["grpo"]["n"] == 500
+    assert results["device"] == "cpu" and results["parameters"] == 1077504
+    # beta = 0 and mu = 1: no KL and no clipping, as the lesson says
+    assert all(r["kl"] == 0 and r["clip_low"] == 0 and r["clip_high"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("name", ["sft", "checkpoint"])
+def test_committed_checkpoints_load(name):
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(RUN, name))
+    assert sum(p.numel() for p in model.parameters()) == 1077504
+
+
+def test_committed_grpo_checkpoint_accuracy():
+    from minigrpo.checkpoint import load_checkpoint
+    from minigrpo.pipeline import prepare_model
+    model, tok, _ = load_checkpoint(os.path.join(RUN, "checkpoint"))
+    model = prepare_model(model, torch.device("cpu"))
+    acc = evaluate(model, tok, load_split("arithmetic", "test", os.path.join(ROOT, "data")), max_new_tokens=6)["accuracy"]
+    assert abs(acc - 0.932) < 0.01
+
+
+def test_notebook_pins_the_headline():
+    outs = "".join("".join(o.get("text", "")) for c in code_cells(LESSON) for o in c.get("outputs", []))
+    assert "SFT start   62.8%" in outs and "after GRPO  93.2%" in outs
+    assert any("YOUR CODE HERE" in source(c) for c in code_cells(LESSON))
+    assert not any("YOUR CODE HERE" in source(c) for c in code_cells(SOLUTIONS))
