@@ -16,20 +16,7 @@ import math
 
 import torch
 
-
-def _not_done(name: str, result) -> bool:
-    """Print the stub message and return True if the reader's function returned None."""
-    if result is None:
-        print(f"{name}: not done yet (the function returns None)")
-        return True
-    return False
-
-
-def _as_float64(x) -> torch.Tensor:
-    """A number, list, numpy array or tensor as a float64 tensor (for comparisons)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to(torch.float64)
-    return torch.as_tensor(x, dtype=torch.float64)
+from minigrpo.exercises import as_float64 as _as_float64, not_done as _not_done
 
 
 # ------------------------------------------------------------- 1. sample_std

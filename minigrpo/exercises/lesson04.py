@@ -16,14 +16,8 @@ import math
 
 import torch
 
+from minigrpo.exercises import not_done as _not_done
 from minigrpo.loss import grpo_loss, kl_estimate
-
-
-def _not_done(name: str, result) -> bool:
-    if result is None:
-        print(f"{name}: not done yet (the function returns None)")
-        return True
-    return False
 
 
 def _t(values) -> torch.Tensor:

@@ -17,14 +17,9 @@ import math
 
 import torch
 
+from minigrpo.exercises import not_done as _not_done
+
 NEG_INF = float("-inf")
-
-
-def _not_done(name: str, result) -> bool:
-    if result is None:
-        print(f"{name}: not done yet (the function returns None)")
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------------

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import math
 
-
-def _not_done(name: str, result) -> bool:
-    if result is None:
-        print(f"{name}: not done yet (the function returns None)")
-        return True
-    return False
+from minigrpo.exercises import not_done as _not_done
 
 
 # ---------------------------------------------------------------------------
