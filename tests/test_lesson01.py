@@ -19,6 +19,8 @@ import torch
 from minigrpo.exercises import lesson01
 from minigrpo.loss import clipped_surrogate
 
+from nbcells import cell_containing, code_cells, exec_cells, source
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "notebooks" / "01_ppo_limits.ipynb"
 SOLUTIONS = ROOT / "notebooks" / "solutions" / "01_ppo_limits_solutions.ipynb"
@@ -30,27 +32,14 @@ CHECKERS = {
 }
 
 
-def code_cells(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def source(cell):
-    return "".join(cell["source"])
-
-
 def cell_with(path, marker):
     """The source of the one code cell that has `marker` as a line of its own."""
-    found = [source(c) for c in code_cells(path) if marker in source(c).splitlines()]
-    assert len(found) == 1, f"{path.name}: {len(found)} cells marked {marker!r}"
-    return found[0]
+    return cell_containing(path, marker, whole_line=True)
 
 
 def load(path, marker, name):
     """Exec the marked cell and return the function `name` it defines."""
-    namespace = {"math": math, "torch": torch}
-    exec(compile(cell_with(path, marker), f"{path.name} [{marker}]", "exec"), namespace)
-    return namespace[name]
+    return exec_cells(path, marker, whole_line=True)[name]
 
 
 def solution(name):

@@ -5,7 +5,6 @@ The inline functions are exec'd from the notebook's cells (found by their
 numbers derived by hand; the solutions are exec'd from the solutions notebook.
 """
 import json
-import math
 import os
 
 import pytest
@@ -15,38 +14,11 @@ from minigrpo import viz
 from minigrpo.exercises import lesson03
 from minigrpo.loss import clipped_surrogate
 
+from nbcells import cell_containing, code_cells, exec_cells as load, outputs_text, source
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "03_clipping.ipynb")
 SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "03_clipping_solutions.ipynb")
-
-
-def code_cells(path):
-    with open(path, encoding="utf-8") as f:
-        nb = json.load(f)
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def source(cell):
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
-def cell_containing(path, text):
-    matches = [source(c) for c in code_cells(path) if text in source(c)]
-    assert len(matches) == 1, f"{len(matches)} cells of {os.path.basename(path)} contain {text!r}"
-    return matches[0]
-
-
-def load(path, *texts):
-    """Exec the cells containing each text, in order, into one namespace."""
-    ns = {"torch": torch, "math": math}
-    for text in texts:
-        exec(cell_containing(path, text), ns)
-    return ns
-
-
-def outputs_text(cell):
-    return "".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
-                   for o in cell.get("outputs", []) if o["output_type"] == "stream")
 
 
 # ------------------------------------------------------------- inline vs package

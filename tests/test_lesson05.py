@@ -14,73 +14,19 @@ import re
 import pytest
 import torch
 
-from minigrpo.config import make_config
 from minigrpo.exercises import lesson05
-from minigrpo.model import build_model, completion_logprobs
+from minigrpo.model import completion_logprobs
 from minigrpo.sampler import pad_prompts, sample_group
 from minigrpo.tasks import parse_answer, solution
-from minigrpo.tokenizer import build_tokenizer, encode
+from minigrpo.tokenizer import encode
+
+from nbcells import cell_containing, code_cells, exec_cells as load, outputs_text, source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "05_sampler_and_rewards.ipynb")
 SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "05_sampler_and_rewards_solutions.ipynb")
 PAD, EOS = 0, 1
-
-
-def code_cells(path):
-    with open(path, encoding="utf-8") as f:
-        nb = json.load(f)
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def source(cell):
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
-def cell_containing(path, text):
-    matches = [source(c) for c in code_cells(path) if text in source(c)]
-    assert len(matches) == 1, f"{len(matches)} cells of {os.path.basename(path)} contain {text!r}"
-    return matches[0]
-
-
-def load(path, *texts):
-    """Exec the cells containing each text, in order, into one namespace."""
-    ns = {"torch": torch, "math": math}
-    for text in texts:
-        exec(cell_containing(path, text), ns)
-    return ns
-
-
-def outputs_text(cell):
-    return "".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
-                   for o in cell.get("outputs", []) if o["output_type"] == "stream")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine two threads are much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def rich(tok):
-    """The tiny model with its matrices redrawn at std 0.3, so that greedy continuations depend on the prefix
-    (at the default init every step would pick the same token, and a wrong position or cache would go unseen)."""
-    m = build_model(make_config("tiny", seed=0), tok).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return m
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class LogitBias(torch.nn.Module):

@@ -19,20 +19,12 @@ from minigrpo.exercises import lesson06
 from minigrpo.logger import STEP_KEYS, read_metrics
 from minigrpo.reward import combine
 
+from nbcells import code_cells, source
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "06_train_arithmetic.ipynb")
 SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "06_train_arithmetic_solutions.ipynb")
 RUN = os.path.join(ROOT, "results", "cpu_arithmetic")
-
-
-def code_cells(path):
-    with open(path, encoding="utf-8") as f:
-        nb = json.load(f)
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def source(cell):
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
 def solution(name):
@@ -43,12 +35,7 @@ def solution(name):
     return ns[name]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

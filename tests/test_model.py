@@ -12,22 +12,10 @@ from transformers import AutoModelForCausalLM
 
 from minigrpo.config import make_config
 from minigrpo.model import build_model, completion_logprobs, num_parameters, pick_device, positions
-from minigrpo.tokenizer import build_tokenizer, encode
+from minigrpo.tokenizer import encode
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and with another process
-    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

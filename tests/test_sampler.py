@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from minigrpo.config import make_config
 from minigrpo.model import build_model, completion_logprobs
 from minigrpo.sampler import filter_logits, pad_prompts, sample_group
-from minigrpo.tokenizer import build_tokenizer, encode
+from minigrpo.tokenizer import encode
 
 PAD, EOS, BOS = 0, 1, 2
 
@@ -39,42 +39,12 @@ class LogitBias(torch.nn.Module):
         return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and with another process
-    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
 def model(tok):
     return build_model(make_config("tiny", seed=0), tok).eval()
-
-
-@pytest.fixture(scope="module")
-def rich(tok):
-    """The tiny model with its matrices redrawn at std 0.3 (seeded).
-
-    At the default init (std 0.02) the next-token distribution is nearly
-    uniform and greedy decoding repeats one token forever, which would hide a
-    wrong position or a stale cache; at std 0.3 greedy continuations vary with
-    the prefix, so the cache test below has something to catch.
-    """
-    m = build_model(make_config("tiny", seed=0), tok).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return m
 
 
 @pytest.fixture(scope="module")

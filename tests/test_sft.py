@@ -13,7 +13,7 @@ from minigrpo.config import make_config
 from minigrpo.evaluate import generate
 from minigrpo.model import build_model
 from minigrpo.sft import demonstration, sft_batch, sft_loss, train_sft
-from minigrpo.tokenizer import build_tokenizer, encode
+from minigrpo.tokenizer import encode
 
 RECORDS = [
     {"task": "arithmetic", "prompt": p, "answer": a}
@@ -22,19 +22,7 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and with another process
-    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---------------------------------------------------------------- demonstrations and batches

@@ -12,7 +12,6 @@ from minigrpo.tokenizer import (
     SPECIAL_TOKENS,
     UnknownCharacterError,
     VOCAB_CHARS,
-    build_tokenizer,
     check_text,
     decode,
     encode,
@@ -27,19 +26,7 @@ DOC_STRINGS = [COMPLETE_SOLUTION, EQUATION_PROMPT, ARITHMETIC_PROMPT, "2x=4，x=
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and with another process
-    busy on a 2-core machine, two OpenMP threads make these tests 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_special_ids_and_padding_side(tok):
