@@ -46,14 +46,18 @@ BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "kl"
 class MetricsLogger:
     """Appends one JSON row per call to `path` and (optionally) shows it on a tqdm bar."""
 
-    def __init__(self, path: str, bar=None, append: bool = False):
+    def __init__(self, path: str, bar=None, append: bool = False, upto_step: int | None = None):
+        """`append` keeps the rows already in `path` (a resumed run), those after `upto_step`
+        dropped: a run stopped after logging a step it had not yet checkpointed redoes that step."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.bar = bar
         self.rows: list[dict] = read_metrics(path) if append and os.path.exists(path) else []
+        if upto_step is not None:
+            self.rows = [r for r in self.rows if r["step"] <= upto_step]
         self._last: dict = {}  # newest value of each progress-bar key (eval_accuracy is not in every row)
-        if not append:
-            open(path, "w").close()
+        with open(path, "w", encoding="utf-8") as f:  # the file holds exactly self.rows
+            f.writelines(json.dumps(r) + "\n" for r in self.rows)
 
     def log(self, row: dict) -> None:
         row = {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}

@@ -89,9 +89,9 @@ def run_train(cfg: Config, *, init: str | None = None, resume: str | None = None
         t_sft = time.perf_counter() - t_start
         _write_results(cfg, {"sft": before, "seconds_sft": t_sft})
     t_grpo = time.perf_counter()
-    rows = train_grpo(model, tok, cfg, load_split(cfg, "train"), load_split(cfg, "test"),
-                      resume=resume, progress=progress)
-    after = evaluate(model, tok, load_split(cfg, "test"), max_new_tokens=cfg.max_new_tokens, device=device)
+    test = load_split(cfg, "test")
+    rows = train_grpo(model, tok, cfg, load_split(cfg, "train"), test, resume=resume, progress=progress)
+    after = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device)
     results = {
         "task": cfg.task, "preset": cfg.preset, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

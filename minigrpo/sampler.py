@@ -106,15 +106,17 @@ def sample_group(
     # 3. decode one token per step
     for t in range(max_new_tokens):
         logp_all = F.log_softmax(logits / temperature, dim=-1)                # (B*G, V)
+        probs = logp_all.softmax(-1)                                          # (B*G, V) = exp(logp_all)
         if greedy:
             tok = logp_all.argmax(-1)                                         # (B*G,)
         else:
-            probs = filter_logits(logp_all, top_k, top_p).softmax(-1)         # (B*G, V)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B*G,)
+            filtered = top_k or top_p < 1.0
+            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (B*G, V)
+            tok = torch.multinomial(probs_drawn, 1, generator=generator).squeeze(-1)  # (B*G,)
         tok = tok.masked_fill(done, pad_id)                                   # (B*G,)
         masks.append(~done)
         logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (B*G,)
-        entropies.append(-(logp_all.exp() * logp_all).sum(-1) * (~done))     # (B*G,)
+        entropies.append(-(probs * logp_all).sum(-1) * (~done))              # (B*G,)
         tokens.append(tok)
         done = done | (tok == eos_id)
         if bool(done.all()) or t == max_new_tokens - 1:

@@ -86,11 +86,8 @@ def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bo
 
 def decode(tok: PreTrainedTokenizerFast, ids) -> str:
     """Text of `ids`, stopping at the first EOS and skipping PAD/BOS."""
-    out = []
-    for i in (ids.tolist() if hasattr(ids, "tolist") else ids):
-        if i == tok.eos_token_id:
-            break
-        if i in (tok.pad_token_id, tok.bos_token_id):
-            continue
-        out.append(tok.convert_ids_to_tokens(int(i)))
-    return "".join(out)
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if tok.eos_token_id in ids:
+        ids = ids[:ids.index(tok.eos_token_id)]
+    skip = (tok.pad_token_id, tok.bos_token_id)
+    return "".join(tok.convert_ids_to_tokens([int(i) for i in ids if i not in skip]))

@@ -167,8 +167,7 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
         generator.set_state(state["extra"]["generator"].to(generator.get_state().device))
         if ref_model is not None and "ref_state" in state["extra"]:
             ref_model.load_state_dict(state["extra"]["ref_state"])
-    log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume))
-    log.rows = [r for r in log.rows if r["step"] <= start]
+    log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume), upto_step=start)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
 
     def save(step: int) -> None:

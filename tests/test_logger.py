@@ -20,6 +20,18 @@ def test_rows_round_trip_and_append(tmp_path):
     assert read_metrics(str(path)) == [] and fresh.rows == []
 
 
+def test_resume_drops_rows_after_the_checkpointed_step(tmp_path):
+    # a run logged step 3, then stopped before its step-4 checkpoint: resuming from step 2 redoes step 3
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLogger(str(path))
+    for s in (1, 2, 3):
+        log.log({"step": s})
+    again = MetricsLogger(str(path), append=True, upto_step=2)
+    assert [r["step"] for r in again.rows] == [1, 2]
+    again.log({"step": 3})
+    assert [r["step"] for r in read_metrics(str(path))] == [1, 2, 3]
+
+
 def test_plot_reads_the_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
     log = MetricsLogger(str(path))
