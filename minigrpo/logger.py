@@ -18,7 +18,8 @@ import json
 import math
 import os
 
-# The keys every GRPO step writes, in order (evaluation adds "eval_accuracy").
+# The keys every GRPO step writes, in order. Evaluation steps add "eval_accuracy" and, on
+# equations, "eval_complete_share" and "eval_style_shares" ({style: share of the correct answers}).
 STEP_KEYS = (
     "step",              # GRPO step, 1-based
     "reward_mean",       # mean reward over the B*G completions
@@ -39,7 +40,7 @@ STEP_KEYS = (
 )
 
 # Short names for the progress bar.
-BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "kl": "kl",
+BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eval_complete_share": "complete", "kl": "kl",
             "entropy": "H", "completion_len": "len"}
 
 

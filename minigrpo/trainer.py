@@ -188,8 +188,11 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
             row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
                                                                         cfg.seed), reward_fn, cfg, generator)
             if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
-                row["eval_accuracy"] = evaluate(policy, tok, eval_records, device=device,
-                                                max_new_tokens=cfg.max_new_tokens)["accuracy"]
+                ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens)
+                row["eval_accuracy"] = ev["accuracy"]
+                if "style_shares" in ev:  # equations: which section-6 style the correct answers use
+                    row["eval_complete_share"] = ev["complete_share"]
+                    row["eval_style_shares"] = ev["style_shares"]
             log.log(row)
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
                 save(step + 1)

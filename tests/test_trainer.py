@@ -129,3 +129,22 @@ def test_train_writes_fixed_keys_and_resumes_exactly(tmp_path):
     assert strip(resumed) == strip(full)
     for (k, v), w in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_equation_runs_log_the_style_of_correct_test_answers(tmp_path):
+    """Evaluation rows of an equations run carry the section-6 style shares; arithmetic rows do not."""
+    from minigrpo.sft import train_sft
+    from minigrpo.tasks import STYLES, make_equation, solution
+    import random
+    rng = random.Random(0)
+    eqs = [make_equation(rng) for _ in range(8)]
+    cfg, tok, model = setup(out_dir=str(tmp_path), task="equations", reward="rubric", max_new_tokens=48,
+                            steps=2, eval_every=1, eval_size=4, save_every=0)
+    demos = [{**r, "solution": solution(r, "complete")} for r in eqs]   # teach the complete style only
+    train_sft(model, tok, demos, steps=60, batch_size=8, lr=3e-3, progress=False)
+    rows = train_grpo(model, tok, cfg, eqs, eqs, progress=False)
+    for r in rows:
+        shares = r["eval_style_shares"]
+        assert set(shares) == {*STYLES, "other"} and r["eval_complete_share"] == shares["complete"]
+        assert sum(shares.values()) in (0.0, 1.0) or abs(sum(shares.values()) - 1) < 1e-9
+    assert "eval_style_shares" not in _run(tmp_path, "arith", steps=1)[2][0]
