@@ -55,8 +55,8 @@ DATASETS: dict[str, DatasetSpec] = {
         description="a+b=, a-b= with operands in [0, 999] and a*b= in [0, 99]; for a GPU"),
     "equations": DatasetSpec(
         task="equation", params={"a_max": 9, "x_max": 10, "b_max": 20},
-        sizes={"test": 300, "sft": 600, "train": 3000},
-        description="求解方程 ax+b=c。 with an integer root (section 6); sft in three styles"),
+        sizes={"test": 300, "sft": 5000, "train": 1400},
+        description="求解方程 ax+b=c。 with an integer root (section 6); each sft problem in all three styles"),
 }
 
 
@@ -139,27 +139,30 @@ def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
     """Draw every split of dataset `name` (pure: writes nothing).
 
     Returns {split: records}. Splits are drawn in SPLITS order (test first);
-    a problem is never repeated within or across splits. Every record gets a
-    "split" field; sft records get "solution" (the completion to imitate) and,
-    for equations, "style" (guess / short / complete, cycled in that order).
+    a problem is never repeated across splits. Every record gets a "split"
+    field; sft records get "solution" (the completion to imitate). An
+    equation's sft problem gives three records in a row, one per style (guess,
+    short, complete, with a "style" field), like section 6's group of answers
+    to one prompt; sizes count problems, so equations/sft holds 3 x sizes["sft"].
     """
     spec = DATASETS[name]
     seen: set[str] = set()  # prompts already drawn, in any split
     splits = {}
     for split in SPLITS:
         rng = random.Random(f"minigrpo/{name}/{split}/{seed}")  # str seeds are stable across runs
-        records = []
-        while len(records) < spec.sizes[split]:
-            record = _draw(spec, rng, len(records))
+        records, problems = [], 0
+        while problems < spec.sizes[split]:
+            record = _draw(spec, rng, problems)
             if record["prompt"] in seen:
                 continue  # redraw: keeps splits disjoint and problems unique
             seen.add(record["prompt"])
+            problems += 1
             record["split"] = split
+            if split == "sft" and spec.task == "equation":  # one demonstration per style, as section 6's group
+                records += [{**record, "solution": solution(record, style), "style": style} for style in STYLES]
+                continue
             if split == "sft":
-                style = STYLES[len(records) % len(STYLES)]
-                record["solution"] = solution(record, style)
-                if spec.task == "equation":
-                    record["style"] = style
+                record["solution"] = solution(record)
             records.append(record)
         splits[split] = records
     return splits

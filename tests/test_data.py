@@ -15,7 +15,7 @@ REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 EXPECTED_COUNTS = {
     "arithmetic/test": 500, "arithmetic/sft": 1250, "arithmetic/train": 15000,
     "arithmetic_hard/test": 1000, "arithmetic_hard/sft": 2000, "arithmetic_hard/train": 20000,
-    "equations/test": 300, "equations/sft": 600, "equations/train": 3000,
+    "equations/test": 300, "equations/sft": 15000, "equations/train": 1400,  # sft: 5000 problems x 3 styles
 }
 FILES = sorted(EXPECTED_COUNTS)
 
@@ -63,6 +63,9 @@ def test_committed_data_is_seed_0_output(generated):
 def test_no_problem_repeats_within_or_across_splits(splits):
     for name in DATASETS:
         prompts = {s: [r["prompt"] for r in splits[f"{name}/{s}"]] for s in ("test", "sft", "train")}
+        if name == "equations":  # each sft problem three times in a row, once per style
+            assert prompts["sft"][0::3] == prompts["sft"][1::3] == prompts["sft"][2::3]
+            prompts["sft"] = prompts["sft"][0::3]
         for s, ps in prompts.items():
             assert len(set(ps)) == len(ps), f"{name}/{s} repeats a problem"
         test, sft, train = (set(prompts[s]) for s in ("test", "sft", "train"))
@@ -100,10 +103,11 @@ def test_operation_shares(splits):
     assert any(int(r["answer"]) < 0 for r in splits["arithmetic/test"])
 
 
-def test_equation_sft_styles_in_equal_thirds(splits):
+def test_equation_sft_gives_every_problem_in_all_three_styles(splits):
     sft = splits["equations/sft"]
-    assert Counter(r["style"] for r in sft) == {"guess": 200, "short": 200, "complete": 200}
-    assert [r["style"] for r in sft[:3]] == ["guess", "short", "complete"]
+    assert Counter(r["style"] for r in sft) == {"guess": 5000, "short": 5000, "complete": 5000}
+    assert [r["style"] for r in sft[:6]] == ["guess", "short", "complete"] * 2
+    assert sft[0]["prompt"] == sft[1]["prompt"] == sft[2]["prompt"] != sft[3]["prompt"]
     for r in sft:
         a, b, c, x = r["a"], r["b"], r["c"], r["answer"]
         start = {"guess": "直接猜：", "short": f"两边{'减' if b > 0 else '加'}{abs(b)}，",
