@@ -1,0 +1,125 @@
+"""Checkers for the exercises of lesson 07 (equations with the section-6 rubric).
+
+Each checker takes the reader's function, calls it on cases worked out by
+hand, and:
+  - prints "<name>: not done yet" when the function returns None (the stub),
+  - raises AssertionError, naming the failing case, on a wrong answer,
+  - prints "<name>: correct" when every case passes.
+
+    1. style_shares(records, completions)   share of each section-6 style among the correct answers
+    2. complete_advantage(k, G)             the advantage of a complete answer in an all-correct group
+    3. first_wrong_step(record, completion) where a complete-style solution first goes wrong
+"""
+from __future__ import annotations
+
+import math
+
+from minigrpo.exercises import not_done as _not_done
+
+# The course document's equation 2x+3=7 and its closing example 3x-5=10, as records.
+EQ_2X3 = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}
+EQ_3X5 = {"task": "equation", "prompt": "求解方程 3x-5=10。", "answer": "5", "a": 3, "b": -5, "c": 10}
+
+# The three answers of section 6 to 2x+3=7 ("因为" for the document's typo "因为治安"), written out by hand.
+GUESS = "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"
+SHORT = "两边减3，得2x=4，再除以2，得x=2。"
+COMPLETE = "2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。"
+# Section 6's result for 3x-5=10, verbatim, and variants of it with one step wrong.
+RESULT = "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。"
+
+STYLE_NAMES = ("guess", "short", "complete", "other")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 1: style shares among the correct answers
+# ---------------------------------------------------------------------------
+
+# (records, completions, expected shares), counted by hand. Wrong answers are not counted at all.
+STYLE_CASES = [
+    ([EQ_2X3] * 3, [GUESS, SHORT, COMPLETE],
+     {"guess": 1 / 3, "short": 1 / 3, "complete": 1 / 3, "other": 0.0}),       # section 6's group
+    ([EQ_2X3] * 4, [COMPLETE, COMPLETE, SHORT, "两边减3，得2x=4，再除以2，得x=3。"],
+     {"guess": 0.0, "short": 1 / 3, "complete": 2 / 3, "other": 0.0}),         # the wrong one is left out
+    ([EQ_2X3, EQ_3X5], ["x=2", RESULT],
+     {"guess": 0.0, "short": 0.0, "complete": 0.5, "other": 0.5}),             # a bare "x=2" is correct, "other"
+    ([EQ_3X5, EQ_3X5], ["x=4", "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=6。"],
+     {"guess": 0.0, "short": 0.0, "complete": 0.0, "other": 0.0}),             # nothing correct: all 0
+]
+
+
+def check_style_shares(style_shares) -> None:
+    """Exercise 1: style_shares(records, completions) -> {style: share among the correct answers}."""
+    name = "style_shares"
+    if _not_done(name, style_shares(*STYLE_CASES[0][:2])):
+        return
+    for records, completions, expected in STYLE_CASES:
+        got = style_shares([dict(r) for r in records], list(completions))
+        assert isinstance(got, dict) and set(got) == set(STYLE_NAMES), (
+            f"{name} returned {got!r}; expected a dict with the keys {STYLE_NAMES}")
+        for style, share in expected.items():
+            assert math.isclose(float(got[style]), share, abs_tol=1e-9), (
+                f"{name}({completions}) gives {style} {got[style]}, expected {share:.4f} "
+                f"(count only the correct answers; every share is 0 when none is correct)")
+    print(f"{name}: correct ({len(STYLE_CASES)} cases; wrong answers have no style)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 2: the advantage of the complete style in an all-correct group
+# ---------------------------------------------------------------------------
+
+# (k, G, expected), by hand. Rewards: k answers 9.0 (complete), G-k answers 8.0 (short).
+# mean = 8 + k/G; sample variance = k(G-k) / (G(G-1)); A = (1 - k/G) / std = sqrt((G-k)(G-1) / (kG)).
+ADVANTAGE_CASES = [
+    (1, 8, 7 / math.sqrt(8)),            # sqrt(7*7/8) = 2.4749: one complete answer among eight
+    (4, 8, math.sqrt(28 / 32)),          # half and half: sqrt(0.875) = 0.9354
+    (7, 8, math.sqrt(7 / 56)),           # seven of eight already complete: 0.3536
+    (1, 2, math.sqrt(1 / 2)),            # the smallest group: 0.7071
+    (1, 3, math.sqrt(4 / 3)),            # 1.1547
+    (0, 8, 0.0),                         # no complete answer in the group: nothing to push
+    (8, 8, 0.0),                         # all complete: all rewards equal, A = 0
+]
+
+
+def check_complete_advantage(complete_advantage) -> None:
+    """Exercise 2: complete_advantage(k, G) -> A of a complete answer (9.0) among G-k short ones (8.0)."""
+    name = "complete_advantage"
+    if _not_done(name, complete_advantage(1, 8)):
+        return
+    for k, G, expected in ADVANTAGE_CASES:
+        got = float(complete_advantage(k, G))
+        assert math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
+            f"{name}({k}, {G}) returned {got:.6f}, expected {expected:.6f} "
+            f"(rewards: {k} x 9.0 and {G - k} x 8.0; A = (r - mean) / sample std; 0 when all are equal)")
+    print(f"{name}: correct ({len(ADVANTAGE_CASES)} cases; one complete answer among eight gets "
+          f"A = {ADVANTAGE_CASES[0][2]:.2f}, whatever the size of the rubric's 1-point bonus)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 3: where a complete-style solution goes wrong
+# ---------------------------------------------------------------------------
+
+# (record, completion, expected), by hand: the first of the steps restate / move / compute / divide
+# that differs from the canonical solution, or None when none does.
+STEP_CASES = [
+    (EQ_3X5, RESULT, None),
+    (EQ_2X3, COMPLETE, None),
+    (EQ_3X5, "3x-5=11，移项得3x=11+5，计算得3x=16，两边除以3，得x=5。", "restate"),  # copied c wrong
+    (EQ_3X5, "3x-5=10，移项得3x=10-5，计算得3x=5，两边除以3，得x=5。", "move"),      # kept the sign of b
+    (EQ_3X5, "3x-5=10，移项得3x=10+5，计算得3x=16，两边除以3，得x=5。", "compute"),  # 10+5 is not 16
+    (EQ_3X5, "3x-5=10，移项得3x=10+5，计算得3x=14，两边除以3，得x=4。", "compute"),  # first error counts
+    (EQ_3X5, "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=3。", "divide"),   # 15/3 is not 3
+    (EQ_3X5, "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以5，得x=3。", "divide"),   # divided by the wrong number
+]
+
+
+def check_first_wrong_step(first_wrong_step) -> None:
+    """Exercise 3: first_wrong_step(record, completion) -> "restate" | "move" | "compute" | "divide" | None."""
+    name = "first_wrong_step"
+    got = [first_wrong_step(dict(record), completion) for record, completion, _ in STEP_CASES]
+    if _not_done(name, next((g for g in got if g is not None), None)):  # the stub: None for every case
+        return
+    for (record, completion, expected), got in zip(STEP_CASES, got):
+        assert got == expected, (f"{name}({record['prompt']!r}, {completion!r}) returned {got!r}, "
+                                 f"expected {expected!r} (the first step that differs from the "
+                                 f"canonical complete solution)")
+    print(f"{name}: correct ({len(STEP_CASES)} cases)")
