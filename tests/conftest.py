@@ -1,10 +1,13 @@
-"""Fixtures shared by the unit tests: one thread, the tokenizer, a tiny model with sharp weights."""
+"""Fixtures shared by the tests: one thread, the tokenizer, a tiny model with sharp weights, and the metrics rows
+and results of the committed run named by a lesson test module's RUN."""
 import pytest
 import torch
 
 from minigrpo.config import make_config
 from minigrpo.model import build_model
 from minigrpo.tokenizer import build_tokenizer
+
+from nbcells import committed_run
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +41,19 @@ def rich(tok):
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     return m
+
+
+@pytest.fixture(scope="module")
+def committed(request):
+    """(metrics rows, results) of the committed run folder in the test module's RUN."""
+    return committed_run(request.module.RUN)
+
+
+@pytest.fixture(scope="module")
+def rows(committed):
+    return committed[0]
+
+
+@pytest.fixture(scope="module")
+def results(committed):
+    return committed[1]

@@ -43,3 +43,19 @@ def outputs_text(cell) -> str:
     """The stream output (what the cell printed) of an executed cell."""
     return "".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
                    for o in cell.get("outputs", []) if o["output_type"] == "stream")
+
+
+def function_defined(path, name: str, namespace: dict):
+    """Exec the one code cell of `path` that starts with `def name(` into `namespace`; return the function."""
+    cells = [source(c) for c in code_cells(path) if source(c).startswith(f"def {name}(")]
+    assert len(cells) == 1, f"{len(cells)} cells of {os.path.basename(path)} define {name}"
+    exec(compile(cells[0], f"{os.path.basename(path)} [{name}]", "exec"), namespace)
+    return namespace[name]
+
+
+def committed_run(run_dir) -> tuple[list[dict], dict]:
+    """(metrics rows, results) of a committed run folder under results/."""
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+        return rows, json.load(f)

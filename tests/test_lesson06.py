@@ -5,7 +5,6 @@ The solutions are exec'd from the solutions notebook; the wrong answers and the 
 independently (by enumeration, by hand, or from the files).
 """
 import itertools
-import json
 import math
 import os
 
@@ -16,10 +15,10 @@ from transformers import AutoModelForCausalLM
 from minigrpo.data import load_split
 from minigrpo.evaluate import evaluate
 from minigrpo.exercises import lesson06
-from minigrpo.logger import STEP_KEYS, read_metrics
+from minigrpo.logger import STEP_KEYS
 from minigrpo.reward import combine
 
-from nbcells import code_cells, source
+from nbcells import code_cells, function_defined, source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "06_train_arithmetic.ipynb")
@@ -28,25 +27,10 @@ RUN = os.path.join(ROOT, "results", "cpu_arithmetic")
 
 
 def solution(name):
-    cells = [source(c) for c in code_cells(SOLUTIONS) if source(c).startswith(f"def {name}(")]
-    assert len(cells) == 1, f"{len(cells)} solution cells define {name}"
-    ns = {"torch": torch, "math": math, "combine": combine}
-    exec(cells[0], ns)
-    return ns[name]
+    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math, "combine": combine})
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-@pytest.fixture(scope="module")
-def rows():
-    return read_metrics(os.path.join(RUN, "metrics.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def results():
-    with open(os.path.join(RUN, "results.json")) as f:
-        return json.load(f)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py, as are `rows` and `results` of RUN
 
 
 # ------------------------------------------------------------------ the checkers

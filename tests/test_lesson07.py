@@ -4,7 +4,6 @@ answers, and the committed run it reads (results/cpu_equations/) is self-consist
 The solutions are exec'd from the solutions notebook; the wrong answers and the expected numbers are derived here
 independently (numpy's sample std, the engine's style classifier, the files).
 """
-import json
 import math
 import os
 
@@ -16,10 +15,10 @@ from transformers import AutoModelForCausalLM
 from minigrpo.data import load_split
 from minigrpo.evaluate import evaluate
 from minigrpo.exercises import lesson07
-from minigrpo.logger import STEP_KEYS, read_metrics
+from minigrpo.logger import STEP_KEYS
 from minigrpo.tasks import STYLES, classify_style, parse_answer, solution
 
-from nbcells import code_cells, source
+from nbcells import code_cells, function_defined, source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "07_equations_rubric.ipynb")
@@ -31,26 +30,11 @@ PARAMETERS = 1077504
 
 
 def solution_fn(name):
-    cells = [source(c) for c in code_cells(SOLUTIONS) if source(c).startswith(f"def {name}(")]
-    assert len(cells) == 1, f"{len(cells)} solution cells define {name}"
-    ns = {"math": math, "STYLES": STYLES, "classify_style": classify_style, "parse_answer": parse_answer,
-          "solution": solution}
-    exec(cells[0], ns)
-    return ns[name]
+    return function_defined(SOLUTIONS, name, {"math": math, "STYLES": STYLES, "classify_style": classify_style,
+                                              "parse_answer": parse_answer, "solution": solution})
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-@pytest.fixture(scope="module")
-def rows():
-    return read_metrics(os.path.join(RUN, "metrics.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def results():
-    with open(os.path.join(RUN, "results.json")) as f:
-        return json.load(f)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py, as are `rows` and `results` of RUN
 
 
 # ------------------------------------------------------------------ the checkers
