@@ -14,7 +14,7 @@ import torch
 
 from .sampler import pad_prompts, sample_group
 from .tasks import STYLES, classify_style, parse_answer
-from .tokenizer import decode, encode
+from .tokenizer import decode_batch, encode
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def generate(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size:
         s = sample_group(model, ids, mask, group_size=1, max_new_tokens=max_new_tokens,
                          eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                          greedy=greedy, temperature=temperature, generator=generator)
-        out += [decode(tok, row) for row in s.completion_ids]
+        out += decode_batch(tok, s.completion_ids)
     return out
 
 

@@ -33,7 +33,7 @@ from .model import completion_logprobs
 from .reward import combine, score
 from .sampler import pad_prompts, sample_group
 from .tasks import parse_answer
-from .tokenizer import decode, encode
+from .tokenizer import decode_batch, encode
 
 
 def parse_reward(spec: str):
@@ -69,7 +69,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
                      max_new_tokens=cfg.max_new_tokens, eos_id=tok.eos_token_id,
                      pad_id=tok.pad_token_id, temperature=cfg.temperature,
                      top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)       # B*G rows
-    completions = [decode(tok, row) for row in s.completion_ids.tolist()]
+    completions = decode_batch(tok, s.completion_ids)
     t1 = time.perf_counter()
     # ---- 2. score every completion with the verifiable reward ----
     group_records = [r for r in records for _ in range(G)]

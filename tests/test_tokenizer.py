@@ -120,3 +120,13 @@ def test_save_and_load_with_auto_tokenizer(tok, tmp_path):
     batch = loaded(["1+2=", "12+34="], padding=True)
     assert batch["input_ids"][0] == [0, 0, 2, 5, 14, 6, 18]
     assert batch["attention_mask"][0] == [0, 0, 1, 1, 1, 1, 1]
+
+
+def test_decode_batch_equals_decode_row_by_row(tok):
+    from minigrpo.tokenizer import decode, decode_batch
+    rows = [encode(tok, "12+34=", eos=True) + [tok.pad_token_id] * 2,
+            encode(tok, "求解方程 2x+3=7。", bos=False),
+            [tok.eos_token_id, 5, 6],
+            []]
+    assert decode_batch(tok, rows) == [decode(tok, r) for r in rows] == ["12+34=", "求解方程 2x+3=7。", "", ""]
+    assert decode_batch(tok, torch.tensor(rows[:1])) == ["12+34="]
