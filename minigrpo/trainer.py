@@ -147,7 +147,8 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     Writes metrics.jsonl and a checkpoint (checkpoint_dir, default
     out_dir/checkpoint) every cfg.save_every steps and at the end;
     `resume` continues from such a checkpoint (its optimizer, RNG and step).
-    Ctrl-C saves a checkpoint before it stops the run.
+    Ctrl-C saves a checkpoint before it stops the run. A non-finite loss stops it with a
+    FloatingPointError naming the step; the last checkpoint written (before the bad step) is kept.
     """
     device = next(policy.parameters()).device
     ckpt = checkpoint_dir or f"{cfg.out_dir}/checkpoint"
@@ -170,7 +171,10 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume), upto_step=start)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
 
+    saved = {"step": start if resume else None}  # the newest checkpoint this run can fall back on
+
     def save(step: int) -> None:
+        saved["step"] = step
         extra = {"generator": generator.get_state()}
         if ref_model is not None:
             extra["ref_state"] = ref_model.state_dict()
@@ -196,6 +200,11 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
             log.log(row)
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
                 save(step + 1)
+    except FloatingPointError as e:  # a non-finite loss: stop before it reaches the weights
+        bar.close()
+        kept = (f"the last good checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
+                else "no checkpoint had been written yet")
+        raise FloatingPointError(f"step {step + 1}: {e}; training stopped, {kept}") from e
     except KeyboardInterrupt:
         done = log.rows[-1]["step"] if log.rows else start
         save(done)

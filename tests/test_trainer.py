@@ -148,3 +148,22 @@ def test_equation_runs_log_the_style_of_correct_test_answers(tmp_path):
         assert set(shares) == {*STYLES, "other"} and r["eval_complete_share"] == shares["complete"]
         assert sum(shares.values()) in (0.0, 1.0) or abs(sum(shares.values()) - 1) < 1e-9
     assert "eval_style_shares" not in _run(tmp_path, "arith", steps=1)[2][0]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import minigrpo.trainer as trainer
+    calls = {"n": 0}
+    real = trainer.grpo_loss
+
+    def nan_from_step_3(*args, **kw):
+        loss, stats = real(*args, **kw)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] >= 3 else loss), stats
+
+    monkeypatch.setattr(trainer, "grpo_loss", nan_from_step_3)
+    cfg, tok, model = setup(out_dir=str(tmp_path), steps=4, save_every=1, eval_every=0, skip_zero_adv=False)
+    with pytest.raises(FloatingPointError, match=r"step 3: non-finite GRPO loss .* last good checkpoint \(step 2\)"):
+        train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
+    _, _, state = load_checkpoint(os.path.join(cfg.out_dir, "checkpoint"))
+    assert state["step"] == 2
+    assert [r["step"] for r in read_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"))] == [1, 2]
