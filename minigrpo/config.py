@@ -145,3 +145,9 @@ def validate(cfg: Config) -> None:
     for name, ok, why in checks:
         if not ok:
             raise ValueError(f"{name}={getattr(cfg, name)!r} {why}")
+    # The reward is checked here, not when GRPO starts: a typo must not cost the SFT stage first.
+    from .trainer import parse_reward  # lazily: the trainer imports this module
+    parse_reward(cfg.reward)
+    if "rubric" in cfg.reward and cfg.task != "equations":
+        raise ValueError(f"reward={cfg.reward!r} uses the rubric, which scores equation solutions; "
+                         f"use it with task='equations' (or --preset equations)")

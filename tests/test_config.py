@@ -1,4 +1,6 @@
 """Config: presets, overrides and one-line errors for out-of-range values."""
+import re
+
 import pytest
 
 from minigrpo.config import PRESETS, Config, make_config
@@ -43,3 +45,14 @@ def test_unknown_preset_and_field():
         make_config("huge")
     with pytest.raises(ValueError, match="unknown config field 'stepz'"):
         make_config("cpu", stepz=3)
+
+
+@pytest.mark.parametrize("reward, task, words", [
+    ("nope", "arithmetic", "unknown reward 'nope'"),
+    ("correct:x", "arithmetic", "reward weight 'x'"),
+    ("rubric", "arithmetic", "rubric, which scores equation solutions"),
+    ("correct:1,rubric:0.5", "arithmetic_hard", "use it with task='equations'"),
+])
+def test_bad_reward_is_refused_before_any_training(reward, task, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        make_config("cpu", reward=reward, task=task)
