@@ -20,7 +20,8 @@ from .config import PRESETS, Config, make_config
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="cpu", help=f"one of: {', '.join(PRESETS)} (default: cpu)")
+    p.add_argument("--preset", default=None,
+                   help=f"one of: {', '.join(PRESETS)} (default: cpu, or the --resume checkpoint's own config)")
     g = p.add_argument_group("config fields (override the preset; see minigrpo/config.py)")
     for f in dataclasses.fields(Config):
         if f.name == "preset":
@@ -39,13 +40,26 @@ def _bool(text: str) -> bool:
 
 
 def _config(args) -> Config:
+    """The preset plus the options given; `--resume DIR` alone continues with DIR's own config."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                  if f.name != "preset" and getattr(args, f.name, None) is not None}
-    return make_config(args.preset, **overrides)
+    if getattr(args, "resume", None) and args.preset is None:
+        from .checkpoint import saved_config
+        saved = saved_config(args.resume)
+        if saved:
+            return make_config(saved.pop("preset"), **{**saved, **overrides})
+    return make_config(args.preset or "cpu", **overrides)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like the engine's (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}  (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minigrpo", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m minigrpo", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -98,12 +112,12 @@ def _run(args) -> int:
         from .data import read_jsonl
         from .evaluate import evaluate
         from .model import pick_device
-        from .pipeline import prepare_model
+        from .pipeline import prepare_model, record_check
         device = pick_device(args.device)
-        records = read_jsonl(args.data)
         model, tok, state = load_checkpoint(args.checkpoint, device)
         model = prepare_model(model, device)
         limit = args.max_new_tokens or (state.get("config") or {}).get("max_new_tokens") or 48
+        records = read_jsonl(args.data, check=record_check(tok, limit, model.config.max_position_embeddings))
         result = evaluate(model, tok, records, max_new_tokens=limit, device=device)
         print(json.dumps(result, indent=2))
         return 0

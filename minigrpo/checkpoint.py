@@ -92,6 +92,7 @@ def load_checkpoint(path: str, device="cpu"):
         if not os.path.exists(os.path.join(path, need)):
             raise CheckpointError(f"{path!r} is not a minigrpo checkpoint: {need} is missing")
     try:
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar: errors and results stay one line
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path).to(device)
     except Exception as e:  # corrupt weights, bad json, ...
@@ -105,3 +106,14 @@ def load_checkpoint(path: str, device="cpu"):
         except Exception as e:
             raise CheckpointError(f"{state_path!r} is corrupt: {type(e).__name__}") from e
     return model, tok, state
+
+
+def saved_config(path: str) -> dict | None:
+    """The Config (as a dict) a checkpoint was trained with, or None if it has no trainer state."""
+    state_path = os.path.join(path, STATE_FILE)
+    if not os.path.exists(state_path):
+        return None
+    try:
+        return torch.load(state_path, map_location="cpu", weights_only=False).get("config")
+    except Exception as e:
+        raise CheckpointError(f"{state_path!r} is corrupt: {type(e).__name__}") from e

@@ -73,13 +73,15 @@ def dataset_path(name: str, split: str, data_dir: str | os.PathLike = "data") ->
 # Reading and writing JSONL
 # ---------------------------------------------------------------------------
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, check=None) -> list[dict]:
     """The records of a JSONL file, in file order.
 
     Blank lines are skipped. Any other line must be a JSON object with at least
     "prompt" and "answer"; otherwise a ValueError names the file, the 1-based
-    line number and what is wrong. A missing file raises FileNotFoundError with
-    the command that generates the data.
+    line number and what is wrong. `check(record)`, if given, may raise a
+    ValueError of its own (a character the tokenizer lacks, a prompt too long
+    for the model); it is reported the same way. A missing file raises
+    FileNotFoundError with the command that generates the data.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,6 +101,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             missing = [k for k in REQUIRED_KEYS if k not in obj]
             if missing:
                 raise ValueError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+            if check is not None:
+                try:
+                    check(obj)
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
             records.append(obj)
     return records
 

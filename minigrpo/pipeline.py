@@ -29,8 +29,8 @@ from .config import Config
 from .data import dataset_path, read_jsonl
 from .evaluate import evaluate
 from .model import build_model, num_parameters, pick_device
-from .sft import train_sft
-from .tokenizer import build_tokenizer
+from .sft import demonstration, train_sft
+from .tokenizer import build_tokenizer, check_text
 from .trainer import train_grpo
 
 
@@ -47,23 +47,45 @@ def prepare_model(model, device: torch.device):
     return model.to(device).eval()
 
 
-def load_split(cfg: Config, split: str) -> list[dict]:
-    return read_jsonl(dataset_path(cfg.task, split, cfg.data_dir))
+def record_check(tok, max_new_tokens: int, max_seq_len: int, demonstrations: bool = False):
+    """A check for read_jsonl: every character has a token, and the record fits the model.
+
+    A prompt needs 1 + len(prompt) positions (BOS first) plus max_new_tokens for
+    its completion; a demonstration needs its whole solution and EOS.
+    """
+    def check(record: dict) -> None:
+        check_text(tok, record["prompt"])
+        need = 1 + len(record["prompt"]) + max_new_tokens
+        what = f"a prompt of {len(record['prompt'])} characters with max_new_tokens={max_new_tokens}"
+        if demonstrations:
+            check_text(tok, demonstration(record))
+            need = 1 + len(record["prompt"]) + len(demonstration(record)) + 1
+            what = "this demonstration (BOS, prompt, solution, EOS)"
+        if need > max_seq_len:
+            raise ValueError(f"{what} needs {need} positions but max_seq_len={max_seq_len}; "
+                             f"raise --max_seq_len to at least {need}")
+    return check
+
+
+def load_split(cfg: Config, split: str, tok) -> list[dict]:
+    """data/<task>/<split>.jsonl, each record checked against the tokenizer and cfg.max_seq_len."""
+    check = record_check(tok, cfg.max_new_tokens, cfg.max_seq_len, demonstrations=split == "sft")
+    return read_jsonl(dataset_path(cfg.task, split, cfg.data_dir), check=check)
 
 
 def run_sft(cfg: Config, *, init: str | None = None, progress: bool = True):
     """Steps 1-4: returns (model, tok, sft_eval) with the SFT start saved to out_dir/sft."""
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    sft_records = load_split(cfg, "sft")
-    if cfg.sft_examples:
-        sft_records = sft_records[:cfg.sft_examples]
-    test = load_split(cfg, "test")
     if init:
         model, tok, _ = load_checkpoint(init, device)
     else:
         tok = build_tokenizer()
         model = build_model(cfg, tok)
+    sft_records = load_split(cfg, "sft", tok) if cfg.sft_steps else []
+    if cfg.sft_examples:
+        sft_records = sft_records[:cfg.sft_examples]
+    test = load_split(cfg, "test", tok)
     model = prepare_model(model, device)
     if cfg.sft_steps:
         train_sft(model, tok, sft_records, steps=cfg.sft_steps, batch_size=cfg.sft_batch_size,
@@ -89,8 +111,8 @@ def run_train(cfg: Config, *, init: str | None = None, resume: str | None = None
         t_sft = time.perf_counter() - t_start
         _write_results(cfg, {"sft": before, "seconds_sft": t_sft})
     t_grpo = time.perf_counter()
-    test = load_split(cfg, "test")
-    rows = train_grpo(model, tok, cfg, load_split(cfg, "train"), test, resume=resume, progress=progress)
+    test = load_split(cfg, "test", tok)
+    rows = train_grpo(model, tok, cfg, load_split(cfg, "train", tok), test, resume=resume, progress=progress)
     after = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device)
     results = {
         "task": cfg.task, "preset": cfg.preset, "device": str(device),
