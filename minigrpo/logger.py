@@ -47,13 +47,17 @@ BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eva
 class MetricsLogger:
     """Appends one JSON row per call to `path` and (optionally) shows it on a tqdm bar."""
 
-    def __init__(self, path: str, bar=None, append: bool = False, upto_step: int | None = None):
+    def __init__(self, path: str, bar=None, append: bool = False, upto_step: int | None = None,
+                 rows: list[dict] | None = None):
         """`append` keeps the rows already in `path` (a resumed run), those after `upto_step`
-        dropped: a run stopped after logging a step it had not yet checkpointed redoes that step."""
+        dropped: a run stopped after logging a step it had not yet checkpointed redoes that step.
+        `rows` starts from these rows instead (a resumed run: the rows its checkpoint holds)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.bar = bar
         self.rows: list[dict] = read_metrics(path) if append and os.path.exists(path) else []
+        if rows is not None:
+            self.rows = [dict(r) for r in rows]
         if upto_step is not None:
             self.rows = [r for r in self.rows if r["step"] <= upto_step]
         self._last: dict = {}  # newest value of each progress-bar key (eval_accuracy is not in every row)

@@ -17,14 +17,17 @@ exactly 1 and pi_old is simply `logp.detach()`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import signal
+import threading
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from .advantage import group_advantages, zero_variance_fraction
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from .config import Config
 from .evaluate import evaluate
 from .logger import MetricsLogger
@@ -140,14 +143,45 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
     }
 
 
+@contextlib.contextmanager
+def stop_at_step_end():
+    """Turn Ctrl-C (SIGINT) into a request to stop once the current step is finished.
+
+    A KeyboardInterrupt raised in the middle of a step could land inside `opt.step()`,
+    with some weights updated and others not, or after sampling has advanced the RNG:
+    a checkpoint saved then would not resume to the same run. So the first Ctrl-C only
+    sets `request["stop"]`; the loop saves a clean checkpoint at the end of the step and
+    stops. A second Ctrl-C stops at once (the newest checkpoint on disk is kept).
+    Outside the main thread, where signal handlers cannot be installed, Ctrl-C is unchanged.
+    """
+    request = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if request["stop"]:
+            raise KeyboardInterrupt
+        request["stop"] = True
+        tqdm.write("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records: list[dict],
                *, resume: str | None = None, progress: bool = True, checkpoint_dir: str | None = None):
     """Run cfg.steps GRPO steps on `policy` in place; returns the MetricsLogger's rows.
 
     Writes metrics.jsonl and a checkpoint (checkpoint_dir, default
-    out_dir/checkpoint) every cfg.save_every steps and at the end;
-    `resume` continues from such a checkpoint (its optimizer, RNG and step).
-    Ctrl-C saves a checkpoint before it stops the run. A non-finite loss stops it with a
+    out_dir/checkpoint: weights, optimizer, RNG states, step and the metric rows so far)
+    every cfg.save_every steps and at the end; `resume` continues from such a checkpoint.
+    Ctrl-C finishes the current step, saves a checkpoint and stops the run (a second Ctrl-C
+    stops at once). A non-finite loss stops it with a
     FloatingPointError naming the step; the last checkpoint written (before the bad step) is kept.
     """
     device = next(policy.parameters()).device
@@ -159,23 +193,28 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     if cfg.beta > 0:
         ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    start = 0
+    start, state = 0, None
     if resume:
         _, _, state = load_checkpoint(resume, device)
+        if not state.get("optimizer") or "generator" not in state.get("extra", {}):
+            raise CheckpointError(f"{resume!r} is not a GRPO checkpoint (it has no optimizer or sampler state); "
+                                  f"to start GRPO from its weights use --init {resume}")
         start = state["step"]
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         generator.set_state(state["extra"]["generator"].to(generator.get_state().device))
         if ref_model is not None and "ref_state" in state["extra"]:
             ref_model.load_state_dict(state["extra"]["ref_state"])
-    log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume), upto_step=start)
+    # a resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)
+    log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume), upto_step=start,
+                        rows=state["extra"].get("metrics") if resume else None)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
 
     saved = {"step": start if resume else None}  # the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
         saved["step"] = step
-        extra = {"generator": generator.get_state()}
+        extra = {"generator": generator.get_state(), "metrics": log.rows}
         if ref_model is not None:
             extra["ref_state"] = ref_model.state_dict()
         save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra)
@@ -185,31 +224,37 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     log.bar = bar
     step = start
     try:
-        for step in bar:
-            for group in opt.param_groups:  # linear warm-up, then constant
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-            row = {"step": step + 1}
-            row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
-                                                                        cfg.seed), reward_fn, cfg, generator)
-            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
-                ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens)
-                row["eval_accuracy"] = ev["accuracy"]
-                if "style_shares" in ev:  # equations: which section-6 style the correct answers use
-                    row["eval_complete_share"] = ev["complete_share"]
-                    row["eval_style_shares"] = ev["style_shares"]
-            log.log(row)
-            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
-                save(step + 1)
+        with stop_at_step_end() as request:
+            for step in bar:
+                for group in opt.param_groups:  # linear warm-up, then constant
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                row = {"step": step + 1}
+                row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
+                                                                            cfg.seed), reward_fn, cfg, generator)
+                if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
+                    ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens)
+                    row["eval_accuracy"] = ev["accuracy"]
+                    if "style_shares" in ev:  # equations: which section-6 style the correct answers use
+                        row["eval_complete_share"] = ev["complete_share"]
+                        row["eval_style_shares"] = ev["style_shares"]
+                log.log(row)
+                if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or request["stop"]:
+                    save(step + 1)
+                if request["stop"]:  # Ctrl-C during this step: it is finished and saved; stop here
+                    bar.close()
+                    print(f"interrupted: checkpoint of step {step + 1} saved to {ckpt} (resume with --resume {ckpt})")
+                    raise KeyboardInterrupt(f"stopped after step {step + 1}")
     except FloatingPointError as e:  # a non-finite loss: stop before it reaches the weights
         bar.close()
         kept = (f"the last good checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
                 else "no checkpoint had been written yet")
         raise FloatingPointError(f"step {step + 1}: {e}; training stopped, {kept}") from e
-    except KeyboardInterrupt:
-        done = log.rows[-1]["step"] if log.rows else start
-        save(done)
-        bar.close()
-        print(f"interrupted: checkpoint of step {done} saved to {ckpt} (resume with --resume {ckpt})")
+    except KeyboardInterrupt as e:
+        if not str(e).startswith("stopped after step"):  # a second Ctrl-C, in the middle of a step
+            bar.close()
+            kept = (f"the newest checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
+                    else "no checkpoint had been written yet")
+            print(f"stopped at once in step {step + 1}: {kept}")
         raise
     bar.close()
     return log.rows
