@@ -5,6 +5,7 @@
     python -m minigrpo train --preset cpu         # SFT + GRPO, prints accuracy before/after
     python -m minigrpo train --resume runs/arithmetic/checkpoint
     python -m minigrpo eval  --checkpoint runs/arithmetic/checkpoint --data data/arithmetic/test.jsonl
+    python -m minigrpo compare                    # lesson 8: GRPO vs PPO vs REINFORCE vs RLOO, 3 seeds
 
 Every field of minigrpo.config.Config is also an option (--steps 100, --lr 3e-4 ...).
 Errors print one line and exit with status 2 (add --debug for the traceback).
@@ -77,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_options(p)
 
+    p = sub.add_parser("compare", help="lesson 8: GRPO vs PPO vs REINFORCE vs RLOO from one SFT start")
+    p.add_argument("--methods", nargs="+", default=["grpo", "ppo", "reinforce", "rloo"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default="runs/compare", help="summary.json and each run's metrics go here")
+    for name, value in (("steps", 200), ("prompts_per_step", 64), ("group_size", 8), ("eval_every", 25),
+                        ("eval_size", 500), ("value_prompts", 64), ("rollouts", 32)):
+        p.add_argument(f"--{name}", type=int, default=value, help=f"(default {value})")
+
     p = sub.add_parser("eval", help="held-out accuracy (and style shares for equations) as JSON")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/arithmetic/checkpoint)")
     p.add_argument("--data", required=True, help="a JSONL file of problems (e.g. data/arithmetic/test.jsonl)")
@@ -120,6 +129,13 @@ def _run(args) -> int:
         records = read_jsonl(args.data, check=record_check(tok, limit, model.config.max_position_embeddings))
         result = evaluate(model, tok, records, max_new_tokens=limit, device=device)
         print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "compare":
+        from .compare import compare, table
+        settings = {k: getattr(args, k) for k in ("steps", "prompts_per_step", "group_size", "eval_every",
+                                                   "eval_size", "value_prompts", "rollouts")}
+        summary = compare(args.methods, args.seeds, args.out, **settings)
+        print(json.dumps(table(summary), indent=2))
         return 0
     cfg = _config(args)
     from .pipeline import format_table, run_sft, run_train

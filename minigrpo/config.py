@@ -62,6 +62,12 @@ class Config:
     grad_clip: float = 1.0         # clip the gradient's global norm to this (0 = off)
     mask_truncated: bool = False   # DAPO's overlong filtering: no loss on completions cut off without EOS
     skip_zero_adv: bool = True     # leave rows with advantage 0 out of the backward pass (same gradient when beta=0)
+    # --- the other policy-gradient methods of lesson 8 (ppo.py); GRPO ignores these ---
+    algo: str = "grpo"             # grpo | ppo (critic + GAE) | reinforce (batch-mean baseline) | rloo (leave-one-out)
+    gamma: float = 1.0             # PPO: discount per token (1: the reward at the end counts fully everywhere)
+    gae_lambda: float = 0.95       # PPO: GAE's lambda (1: A_t = R - V(s_t); 0: one-step TD)
+    critic_lr: float = 1e-3        # PPO: AdamW learning rate of the critic (a copy of the policy's body + value head)
+    value_clip: float = 0.2        # PPO: clip the value update to old V +- value_clip (as PPO2 / TRL)
     # --- evaluation, logging, checkpoints ---
     eval_every: int = 50           # evaluate on held-out test prompts every N GRPO steps (0 = only at the end)
     eval_size: int = 500           # held-out test problems per evaluation (0 = all)
@@ -100,6 +106,7 @@ CHOICES = {
     "std": ("sample", "population"),
     "kl_estimator": ("k1", "k2", "k3"),
     "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum"),
+    "algo": ("grpo", "ppo", "reinforce", "rloo"),
 }
 
 
@@ -141,6 +148,10 @@ def validate(cfg: Config) -> None:
         ("hidden_size", cfg.hidden_size % max(cfg.num_heads, 1) == 0 and cfg.num_heads >= 1,
          "must be a multiple of num_heads"),
         ("grad_clip", cfg.grad_clip >= 0, "must be >= 0 (0 = off)"),
+        ("gamma", 0 < cfg.gamma <= 1, "must be in (0, 1]"),
+        ("gae_lambda", 0 <= cfg.gae_lambda <= 1, "must be in [0, 1]"),
+        ("critic_lr", cfg.critic_lr > 0, "must be > 0"),
+        ("value_clip", cfg.value_clip >= 0, "must be >= 0"),
     ]
     for name, ok, why in checks:
         if not ok:

@@ -148,7 +148,8 @@ def format_table(results: dict) -> str:
         r = results[name]
         acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "?"
         extra = f"   complete style {100 * r['complete_share']:.0f}% of correct" if "complete_share" in r else ""
-        lines.append(f"{'SFT start' if name == 'sft' else 'after GRPO':16}{acc:>10}{extra}")
+        after = f"after {results.get('config', {}).get('algo', 'grpo').upper()}"
+        lines.append(f"{'SFT start' if name == 'sft' else after:16}{acc:>10}{extra}")
     lines.append(f"time: SFT {results['seconds_sft']:.0f}s + GRPO {results['seconds_grpo']:.0f}s "
                  f"on {results['device_name']} ({results['parameters'] / 1e6:.2f}M parameters)")
     return "\n".join(lines)

@@ -59,13 +59,14 @@ def prompt_batch(records: list[dict], step: int, batch_size: int, seed: int) -> 
     return [records[i] for i in order[k * batch_size:(k + 1) * batch_size].tolist()]
 
 
-def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: Config,
-              generator: torch.Generator) -> dict:
-    """One GRPO step on a batch of prompt records; returns the step's log row."""
+def sample_and_score(policy, tok, records: list[dict], reward_fn, cfg: Config, generator: torch.Generator):
+    """Stages 1-2 of a step (shared with ppo.py): G completions per prompt, scored.
+
+    Returns (samples with B*G rows, rewards (B*G,), correct: list of B*G bools,
+    the perf_counter time when sampling ended and scoring began).
+    """
     device = next(policy.parameters()).device
     G = cfg.group_size
-    # ---- 1. sample a group of G completions per prompt (old policy, KV cache) ----
-    t0 = time.perf_counter()
     prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"]) for r in records],
                                           tok.pad_token_id, device)              # (B, P)
     s = sample_group(policy, prompt_ids, prompt_mask, group_size=G,
@@ -73,25 +74,76 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
                      pad_id=tok.pad_token_id, temperature=cfg.temperature,
                      top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)       # B*G rows
     completions = decode_batch(tok, s.completion_ids)
-    t1 = time.perf_counter()
-    # ---- 2. score every completion with the verifiable reward ----
+    t_sampled = time.perf_counter()
     group_records = [r for r in records for _ in range(G)]
     rewards = torch.tensor(score(reward_fn, [r["prompt"] for r in group_records], completions,
                                  group_records), dtype=torch.float32, device=device)  # (B*G,)
     correct = [parse_answer(c, r["task"]) == r["answer"] for r, c in zip(group_records, completions)]
-    # ---- 3. normalise within each group ----
-    adv = group_advantages(rewards, G, scale=cfg.scale, std=cfg.std)              # (B*G,)
-    # ---- 4. mu updates of the clipped objective ----
+    return s, rewards, correct, t_sampled
+
+
+def loss_mask(s, cfg: Config) -> torch.Tensor:
+    """(B*G, T) float mask of the tokens that carry loss; DAPO's overlong filtering drops cut-off rows."""
     mask = s.completion_mask.float()                                              # (B*G, T)
-    if cfg.mask_truncated:  # DAPO's overlong filtering: no gradient from cut-off completions
+    if cfg.mask_truncated:
         mask = mask * (~s.truncated).float().unsqueeze(-1)
-    # A row with advantage 0 (its group's rewards were all equal) adds exactly 0 to the
-    # clipped term, so without a KL term it is left out of the forward and backward pass;
-    # `rescale` turns the loss over the kept rows back into the full batch's loss.
-    keep = (adv != 0) if (cfg.skip_zero_adv and cfg.beta == 0) else torch.ones_like(adv, dtype=torch.bool)
+    return mask
+
+
+def kept_rows(adv: torch.Tensor, mask: torch.Tensor, cfg: Config, skip: bool):
+    """Rows that enter the backward pass, and the factor that turns their loss into the batch's.
+
+    A row with advantage exactly 0 adds exactly 0 to the clipped term, so (without a KL
+    term) it can be left out of the forward and backward pass; `rescale` makes the loss
+    over the kept rows equal the full batch's loss. Returns (idx (K,), rescale).
+    """
+    keep = (adv != 0) if (skip and cfg.beta == 0) else torch.ones_like(adv, dtype=torch.bool)
     idx = keep.nonzero().squeeze(-1)                                              # (K,)
     n_tok = mask.sum().clamp(min=1)
     rescale = (mask[idx].sum() / n_tok).item() if cfg.loss_type in ("bnpo", "dapo") else len(idx) / len(adv)
+    return idx, rescale
+
+
+def check_finite(loss: torch.Tensor, it: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
+                                 f"try a lower lr or a smaller eps_high")
+
+
+def step_row(s, rewards, correct, mask, idx, G: int, stats: dict, loss, grad_norm, t0, t1, t2) -> dict:
+    """The step's log row of fixed keys (logger.STEP_KEYS, without "step")."""
+    n_tok = mask.sum().clamp(min=1)
+    kept_frac = (mask[idx].sum() / n_tok).item()  # clip fractions are of all tokens (rows left out were not clipped)
+    return {
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std().item(),
+        "accuracy": sum(correct) / len(correct),
+        "zero_var_frac": zero_variance_fraction(rewards, G),
+        "kl": stats["kl"],
+        "entropy": (s.entropy.sum() / s.completion_mask.sum().clamp(min=1)).item(),
+        "clip_low": stats["clip_low"] * kept_frac,
+        "clip_high": stats["clip_high"] * kept_frac,
+        "ratio_mean": stats["ratio_mean"],
+        "loss": loss.item(),
+        "grad_norm": float(grad_norm),
+        "completion_len": s.completion_mask.sum(1).float().mean().item(),
+        "truncated_frac": s.truncated.float().mean().item(),
+        "sample_s": t1 - t0,
+        "learn_s": t2 - t1,
+    }
+
+
+def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: Config,
+              generator: torch.Generator) -> dict:
+    """One GRPO step on a batch of prompt records; returns the step's log row."""
+    # ---- 1-2. sample a group of G completions per prompt (old policy, KV cache); score them ----
+    t0 = time.perf_counter()
+    s, rewards, correct, t1 = sample_and_score(policy, tok, records, reward_fn, cfg, generator)
+    # ---- 3. normalise within each group ----
+    adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale, std=cfg.std)  # (B*G,)
+    # ---- 4. mu updates of the clipped objective ----
+    mask = loss_mask(s, cfg)                                                      # (B*G, T)
+    idx, rescale = kept_rows(adv, mask, cfg, skip=cfg.skip_zero_adv)              # (K,)
     sub = lambda x: x[idx]                                                        # (B*G, ...) -> (K, ...)
     ref_logp = None
     if ref_model is not None:
@@ -111,36 +163,16 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
                                 kl_estimator=cfg.kl_estimator, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_new_tokens)
         loss = loss * rescale                                                     # the full batch's loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
-                                     f"try a lower lr or a smaller eps_high")
+        check_finite(loss, it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         opt.step()
     policy.eval()
-    t2 = time.perf_counter()
-    # clip fractions are of all tokens of the batch (rows left out were not clipped)
-    kept_frac = (sub(mask).sum() / n_tok).item()
     # ---- 5. one row of fixed keys ----
-    return {
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std().item(),
-        "accuracy": sum(correct) / len(correct),
-        "zero_var_frac": zero_variance_fraction(rewards, G),
-        "kl": stats["kl"],
-        "entropy": (s.entropy.sum() / s.completion_mask.sum().clamp(min=1)).item(),
-        "clip_low": stats["clip_low"] * kept_frac,
-        "clip_high": stats["clip_high"] * kept_frac,
-        "ratio_mean": stats["ratio_mean"],
-        "loss": loss.item(),
-        "grad_norm": float(grad_norm),
-        "completion_len": s.completion_mask.sum(1).float().mean().item(),
-        "truncated_frac": s.truncated.float().mean().item(),
-        "sample_s": t1 - t0,
-        "learn_s": t2 - t1,
-    }
+    return step_row(s, rewards, correct, mask, idx, cfg.group_size, stats, loss, grad_norm,
+                    t0, t1, time.perf_counter())
 
 
 @contextlib.contextmanager
@@ -192,6 +224,10 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     ref_model = None
     if cfg.beta > 0:
         ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+    critic = None
+    if cfg.algo == "ppo":  # lesson 8's baselines: ppo.py
+        from .ppo import Critic
+        critic = Critic(policy, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start, state = 0, None
     if resume:
@@ -205,6 +241,8 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
         generator.set_state(state["extra"]["generator"].to(generator.get_state().device))
         if ref_model is not None and "ref_state" in state["extra"]:
             ref_model.load_state_dict(state["extra"]["ref_state"])
+        if critic is not None:
+            critic.load(state["extra"]["critic"])
     # a resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)
     log = MetricsLogger(f"{cfg.out_dir}/metrics.jsonl", append=bool(resume), upto_step=start,
                         rows=state["extra"].get("metrics") if resume else None)
@@ -217,6 +255,8 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
         extra = {"generator": generator.get_state(), "metrics": log.rows}
         if ref_model is not None:
             extra["ref_state"] = ref_model.state_dict()
+        if critic is not None:
+            extra["critic"] = critic.state()
         save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra)
 
     bar = tqdm(range(start, cfg.steps), desc="GRPO", disable=not progress, initial=start,
@@ -229,8 +269,12 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
                 for group in opt.param_groups:  # linear warm-up, then constant
                     group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
                 row = {"step": step + 1}
-                row |= grpo_step(policy, ref_model, tok, opt, prompt_batch(train_records, step, cfg.prompts_per_step,
-                                                                            cfg.seed), reward_fn, cfg, generator)
+                batch = prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed)
+                if cfg.algo == "grpo":
+                    row |= grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator)
+                else:
+                    from .ppo import rl_step
+                    row |= rl_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
                 if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
                     ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens)
                     row["eval_accuracy"] = ev["accuracy"]

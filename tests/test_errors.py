@@ -74,6 +74,8 @@ CONFIG_CASES = [
     (["--max_new_tokens", "0"], "max_new_tokens=0 must be >= 1"),
     (["--max_seq_len", "6"], "max_seq_len=6 must exceed max_new_tokens"),
     (["--loss_type", "mean"], "loss_type='mean' is not one of"),
+    (["--algo", "a2c"], "algo='a2c' is not one of: grpo, ppo, reinforce, rloo"),
+    (["--gae_lambda", "1.5"], "gae_lambda=1.5 must be in [0, 1]"),
     (["--reward", "corect"], "unknown reward 'corect'; valid names:"),
     (["--reward", "correct:lots"], "reward weight 'lots' for 'correct' is not a number"),
     (["--reward", "rubric"], "uses the rubric, which scores equation solutions"),
