@@ -15,6 +15,7 @@ imported inside functions only, so the engine runs without them.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -185,6 +186,11 @@ def plot_clip_cases(eps_low: float = 0.2, eps_high: float = 0.28, p_old: float |
 # ------------------------------------------------------------------- widgets
 
 
+# pyplot is not thread-safe, and JupyterLab (4.6, with ipykernel 7) may run a widget's callback on a kernel
+# subshell thread while a cell is running: every explorer updates and draws under this one lock.
+DRAW_LOCK = threading.RLock()
+
+
 class ClipExplorer:
     """Sliders for eps_low, eps_high and the token's old probability, a toggle for the sign of A.
 
@@ -218,6 +224,10 @@ class ClipExplorer:
 
     def update(self) -> None:
         """Recompute the state from the controls, then print the bounds and draw."""
+        with DRAW_LOCK:
+            self._update()
+
+    def _update(self) -> None:
         self.state = clip_state(self.eps_low.value, self.eps_high.value, self.adv_sign.value,
                                 self.p_old.value, self.r_max)
         rows = "".join(

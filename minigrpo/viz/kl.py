@@ -19,6 +19,8 @@ import torch
 
 from minigrpo.loss import KL_ESTIMATORS, aggregate, kl_estimate
 
+from .clip import DRAW_LOCK
+
 KL_COLORS = {"k1": "tab:blue", "k2": "tab:orange", "k3": "tab:green"}
 
 
@@ -194,6 +196,10 @@ class KLExplorer:
 
     def update(self) -> None:
         """Recompute the state from the controls, then print the table and draw."""
+        with DRAW_LOCK:
+            self._update()
+
+    def _update(self) -> None:
         p_theta, p_ref = kl_pair(self.distance.value, self.vocab_size)
         stats = kl_estimator_stats(p_theta, p_ref, self.n_samples.value, self.seed.value)
         self.state = {"distance": self.distance.value, "p_theta": p_theta, "p_ref": p_ref, **stats}
