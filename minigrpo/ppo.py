@@ -126,7 +126,7 @@ def rl_step(policy, critic: Critic | None, tok, opt, records: list[dict], reward
             generator: torch.Generator) -> dict:
     """One step of cfg.algo ("ppo", "reinforce" or "rloo"); returns the same log row as grpo_step,
     plus "value_loss" and "value_mae" (|V(s_0) - R|, the critic's error on the prompt) for PPO."""
-    from .trainer import check_finite, kept_rows, loss_mask, sample_and_score, step_row
+    from .trainer import check_finite, kept_rows, loss_mask, optimizer_step, sample_and_score, step_row
     G = cfg.group_size
     t0 = time.perf_counter()
     s, rewards, correct, t1 = sample_and_score(policy, tok, records, reward_fn, cfg, generator)
@@ -155,11 +155,7 @@ def rl_step(policy, critic: Critic | None, tok, opt, records: list[dict], reward
         surrogate = clipped_surrogate(ratio, sub(adv_t), cfg.eps_low, cfg.eps_high)  # (K, T)
         loss = aggregate(-surrogate, sub(mask), cfg.loss_type, cfg.max_new_tokens) * rescale
         check_finite(loss, it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        opt.step()
+        grad_norm = optimizer_step(policy, opt, loss, cfg.grad_clip)
         with torch.no_grad():
             m, a, r = sub(mask).bool(), sub(adv_t), ratio.detach()
             n = m.sum().clamp(min=1)
@@ -171,10 +167,7 @@ def rl_step(policy, critic: Critic | None, tok, opt, records: list[dict], reward
         critic.train()
         for _ in range(cfg.num_iterations):
             vloss = value_loss(critic(*args), old_values, returns, s.completion_mask.float(), cfg.value_clip)
-            critic.opt.zero_grad(set_to_none=True)
-            vloss.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            critic.opt.step()
+            optimizer_step(critic, critic.opt, vloss, cfg.grad_clip)
         critic.eval()
         extra["value_loss"] = vloss.item()
     return step_row(s, rewards, correct, mask, idx, G, stats, loss, grad_norm, t0, t1, time.perf_counter()) | extra

@@ -104,6 +104,15 @@ def kept_rows(adv: torch.Tensor, mask: torch.Tensor, cfg: Config, skip: bool):
     return idx, rescale
 
 
+def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float) -> torch.Tensor:
+    """Backward, clip the gradient's global norm (0 = off), step; returns the norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    opt.step()
+    return grad_norm
+
+
 def check_finite(loss: torch.Tensor, it: int) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
@@ -164,11 +173,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg: 
                                 max_completion_length=cfg.max_new_tokens)
         loss = loss * rescale                                                     # the full batch's loss
         check_finite(loss, it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        opt.step()
+        grad_norm = optimizer_step(policy, opt, loss, cfg.grad_clip)
     policy.eval()
     # ---- 5. one row of fixed keys ----
     return step_row(s, rewards, correct, mask, idx, cfg.group_size, stats, loss, grad_norm,
