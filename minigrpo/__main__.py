@@ -78,12 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_options(p)
 
+    from .compare import DEFAULTS, METHODS  # stdlib only at import: cheap
     p = sub.add_parser("compare", help="lesson 8: GRPO vs PPO vs REINFORCE vs RLOO from one SFT start")
-    p.add_argument("--methods", nargs="+", default=["grpo", "ppo", "reinforce", "rloo"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="runs/compare", help="summary.json and each run's metrics go here")
-    for name, value in (("steps", 200), ("prompts_per_step", 64), ("group_size", 8), ("eval_every", 25),
-                        ("eval_size", 500), ("value_prompts", 64), ("rollouts", 32)):
+    for name, value in DEFAULTS.items():
         p.add_argument(f"--{name}", type=int, default=value, help=f"(default {value})")
 
     p = sub.add_parser("eval", help="held-out accuracy (and style shares for equations) as JSON")
@@ -132,8 +132,8 @@ def _run(args) -> int:
         return 0
     if args.command == "compare":
         from .compare import compare, table
-        settings = {k: getattr(args, k) for k in ("steps", "prompts_per_step", "group_size", "eval_every",
-                                                   "eval_size", "value_prompts", "rollouts")}
+        from .compare import DEFAULTS
+        settings = {k: getattr(args, k) for k in DEFAULTS}
         summary = compare(args.methods, args.seeds, args.out, **settings)
         print(json.dumps(table(summary), indent=2))
         return 0

@@ -34,9 +34,11 @@ DEFAULTS = dict(steps=200, prompts_per_step=64, group_size=8, eval_every=25, eva
                 value_prompts=64, rollouts=32)
 
 
-def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 200, prompts_per_step: int = 64,
-            group_size: int = 8, eval_every: int = 25, eval_size: int = 500, value_prompts: int = 64,
-            rollouts: int = 32, progress: bool = False) -> dict:
+def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = DEFAULTS["steps"],
+            prompts_per_step: int = DEFAULTS["prompts_per_step"], group_size: int = DEFAULTS["group_size"],
+            eval_every: int = DEFAULTS["eval_every"], eval_size: int = DEFAULTS["eval_size"],
+            value_prompts: int = DEFAULTS["value_prompts"], rollouts: int = DEFAULTS["rollouts"],
+            progress: bool = False) -> dict:
     """Train one method from `init` in this process; returns its measurements (see the module docstring).
 
     out_dir keeps the run's metrics.jsonl; its final checkpoint is deleted (12 runs would be ~100 MB).
@@ -57,28 +59,20 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     model = prepare_model(model, device)
     test = load_split(cfg, "test", tok)
     start_acc = evaluate(model, tok, test[:eval_size], max_new_tokens=cfg.max_new_tokens)["accuracy"]
-    critics = []
-    if algo == "ppo":  # keep a handle on the critic train_grpo builds, to measure it afterwards
-        from . import ppo
-        real = ppo.Critic
-
-        class Kept(real):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                critics.append(self)
-        ppo.Critic = Kept
-    try:
-        rows = train_grpo(model, tok, cfg, load_split(cfg, "train", tok), test, progress=progress)
-    finally:
-        if algo == "ppo":
-            ppo.Critic = real
+    rows = train_grpo(model, tok, cfg, load_split(cfg, "train", tok), test, progress=progress)
+    critic = None
+    if algo == "ppo":  # the trained critic, from the final checkpoint train_grpo wrote
+        from .ppo import Critic
+        critic = Critic(model, cfg)
+        critic.load(load_checkpoint(os.path.join(out_dir, "checkpoint"), device)[2]["extra"]["critic"])
+        critic.eval()
     shutil.rmtree(os.path.join(out_dir, "checkpoint"), ignore_errors=True)
     seconds, curve = 0.0, [{"step": 0, "seconds": 0.0, "accuracy": start_acc}]
     for r in rows:
         seconds += r["sample_s"] + r["learn_s"]
         if "eval_accuracy" in r:
             curve.append({"step": r["step"], "seconds": seconds, "accuracy": r["eval_accuracy"]})
-    trained = list(model.parameters()) + (list(critics[0].parameters()) if critics else [])
+    trained = list(model.parameters()) + (list(critic.parameters()) if critic is not None else [])
     result = {
         "algo": algo, "seed": seed, "curve": curve, "final_accuracy": curve[-1]["accuracy"],
         "train_seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -88,11 +82,11 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
                                             eval_every=eval_every, eval_size=eval_size, lr=cfg.lr,
                                             critic_lr=cfg.critic_lr, gae_lambda=cfg.gae_lambda),
     }
-    if critics:
+    if critic is not None:
         from .ppo import critic_values, monte_carlo_values
         traces = monte_carlo_values(model, tok, test[-value_prompts:], parse_reward(cfg.reward),
                                     max_new_tokens=cfg.max_new_tokens, rollouts=rollouts, seed=seed)
-        for tr, v in zip(traces, critic_values(critics[0], tok, traces)):
+        for tr, v in zip(traces, critic_values(critic, tok, traces)):
             tr["critic"] = v
         result["values"] = traces
         result["value_mae_by_step"] = [r.get("value_mae") for r in rows]

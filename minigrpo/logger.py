@@ -55,9 +55,10 @@ class MetricsLogger:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.bar = bar
-        self.rows: list[dict] = read_metrics(path) if append and os.path.exists(path) else []
         if rows is not None:
             self.rows = [dict(r) for r in rows]
+        else:
+            self.rows = read_metrics(path) if append and os.path.exists(path) else []
         if upto_step is not None:
             self.rows = [r for r in self.rows if r["step"] <= upto_step]
         self._last: dict = {}  # newest value of each progress-bar key (eval_accuracy is not in every row)

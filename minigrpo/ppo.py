@@ -31,8 +31,10 @@ import torch
 from .config import Config
 from .loss import aggregate, clipped_surrogate
 from .model import completion_logprobs, positions
+from .reward import score
 from .sampler import pad_prompts, sample_group
 from .tokenizer import decode_batch, encode
+from .trainer import check_finite, kept_rows, loss_mask, optimizer_step, sample_and_score, step_row
 
 
 class Critic(torch.nn.Module):
@@ -126,7 +128,6 @@ def rl_step(policy, critic: Critic | None, tok, opt, records: list[dict], reward
             generator: torch.Generator) -> dict:
     """One step of cfg.algo ("ppo", "reinforce" or "rloo"); returns the same log row as grpo_step,
     plus "value_loss" and "value_mae" (|V(s_0) - R|, the critic's error on the prompt) for PPO."""
-    from .trainer import check_finite, kept_rows, loss_mask, optimizer_step, sample_and_score, step_row
     G = cfg.group_size
     t0 = time.perf_counter()
     s, rewards, correct, t1 = sample_and_score(policy, tok, records, reward_fn, cfg, generator)
@@ -202,9 +203,7 @@ def monte_carlo_values(policy, tok, records: list[dict], reward_fn, *, max_new_t
                                 generator=gen)
             prefix = decode_batch(tok, [tokens[:t]])[0]
             texts = [prefix + x for x in decode_batch(tok, cont.completion_ids)]
-            rewards = [float(reward_fn(r["prompt"], x, **{k: v for k, v in r.items() if k != "prompt"}))
-                       for x in texts]
-            values.append(sum(rewards) / rollouts)
+            values.append(sum(score(reward_fn, [r["prompt"]] * rollouts, texts, [r] * rollouts)) / rollouts)
         out.append({"prompt": r["prompt"], "completion_ids": tokens, "values": values})
     return out
 

@@ -66,21 +66,24 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def check_text(tok: PreTrainedTokenizerFast, text: str) -> None:
-    """Raise UnknownCharacterError naming the first character of `text` with no token."""
-    vocab = tok.get_vocab()
-    for i, ch in enumerate(text):
-        if ch not in vocab:
-            raise UnknownCharacterError(
-                f"character {ch!r} (U+{ord(ch):04X}) at position {i} of {text!r} "
-                f"is not in the tokenizer's vocabulary"
-            )
+def check_text(tok: PreTrainedTokenizerFast, text: str) -> list[int]:
+    """The ids of `text`'s characters; UnknownCharacterError names the first character with no token.
+
+    A single character never spells "<unk>", so an unknown-token id can only mean a missing character.
+    """
+    ids = tok.convert_tokens_to_ids(list(text))
+    if tok.unk_token_id in ids:
+        i = ids.index(tok.unk_token_id)
+        raise UnknownCharacterError(
+            f"character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} of {text!r} "
+            f"is not in the tokenizer's vocabulary"
+        )
+    return ids
 
 
 def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bool = False) -> list[int]:
     """Token ids of `text`, one per character, optionally framed by BOS/EOS."""
-    check_text(tok, text)
-    ids = tok.convert_tokens_to_ids(list(text))
+    ids = check_text(tok, text)
     return ([tok.bos_token_id] if bos else []) + ids + ([tok.eos_token_id] if eos else [])
 
 

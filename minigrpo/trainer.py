@@ -230,9 +230,9 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
     if cfg.beta > 0:
         ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
     critic = None
-    if cfg.algo == "ppo":  # lesson 8's baselines: ppo.py
-        from .ppo import Critic
-        critic = Critic(policy, cfg)
+    if cfg.algo != "grpo":  # lesson 8's baselines: ppo.py
+        from .ppo import Critic, rl_step
+        critic = Critic(policy, cfg) if cfg.algo == "ppo" else None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start, state = 0, None
     if resume:
@@ -278,7 +278,6 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
                 if cfg.algo == "grpo":
                     row |= grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator)
                 else:
-                    from .ppo import rl_step
                     row |= rl_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
                 if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
                     ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens)
@@ -290,20 +289,20 @@ def train_grpo(policy, tok, cfg: Config, train_records: list[dict], test_records
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or request["stop"]:
                     save(step + 1)
                 if request["stop"]:  # Ctrl-C during this step: it is finished and saved; stop here
-                    bar.close()
-                    print(f"interrupted: checkpoint of step {step + 1} saved to {ckpt} (resume with --resume {ckpt})")
-                    raise KeyboardInterrupt(f"stopped after step {step + 1}")
+                    break
     except FloatingPointError as e:  # a non-finite loss: stop before it reaches the weights
         bar.close()
         kept = (f"the last good checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
                 else "no checkpoint had been written yet")
         raise FloatingPointError(f"step {step + 1}: {e}; training stopped, {kept}") from e
-    except KeyboardInterrupt as e:
-        if not str(e).startswith("stopped after step"):  # a second Ctrl-C, in the middle of a step
-            bar.close()
-            kept = (f"the newest checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
-                    else "no checkpoint had been written yet")
-            print(f"stopped at once in step {step + 1}: {kept}")
+    except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step
+        bar.close()
+        kept = (f"the newest checkpoint (step {saved['step']}) is kept in {ckpt}" if saved["step"] is not None
+                else "no checkpoint had been written yet")
+        print(f"stopped at once in step {step + 1}: {kept}")
         raise
     bar.close()
+    if request["stop"]:
+        print(f"interrupted: checkpoint of step {step + 1} saved to {ckpt} (resume with --resume {ckpt})")
+        raise KeyboardInterrupt(f"stopped after step {step + 1}")
     return log.rows
