@@ -18,6 +18,8 @@ training alike.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -58,6 +60,20 @@ def num_parameters(model: torch.nn.Module) -> int:
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids for left-padded rows: count of real tokens before each one. (N, L) -> (N, L)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+# transformers 5.24 renamed the forward's KV-cache argument (and output field) `past_key_values` to `cache`; the old
+# name still works but warns, and is to go in 5.40. Older versions, such as the GPU image's 5.17, know only the old one.
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def cache_kwarg(cache) -> dict:
+    """`{name: cache}` for passing a KV cache to a transformers forward, under the name this version takes.
+
+    Pass a `DynamicCache` you created: the forward fills it in place, so it never has to be read back from
+    the output (whose field was renamed too).
+    """
+    return {CACHE_ARG: cache}
 
 
 def completion_logprobs(

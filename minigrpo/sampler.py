@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from .model import positions
+from .model import cache_kwarg, positions
 
 
 @dataclass
@@ -89,13 +89,12 @@ def sample_group(
     B, P = prompt_ids.shape
     G = group_size
     # 1. prefill: one forward over the B prompts fills the cache
-    cache = DynamicCache()
+    cache = DynamicCache()                                                    # filled in place by each forward
+    kv = cache_kwarg(cache)
     pos = positions(prompt_mask)                                              # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
-                past_key_values=cache, use_cache=True)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True)
     logits = out.logits[:, -1, :].float()                                     # (B, V)
     # 2. share each prompt's cache with its G samples
-    cache = out.past_key_values
     cache.batch_repeat_interleave(G)                                          # (B*G, ...) per layer
     logits = logits.repeat_interleave(G, dim=0)                               # (B*G, V)
     attn = prompt_mask.repeat_interleave(G, dim=0)                            # (B*G, P)
@@ -122,8 +121,7 @@ def sample_group(
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (B*G, P+t+1)
-        out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
+        out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv, use_cache=True)
         logits = out.logits[:, -1, :].float()                                 # (B*G, V)
         next_pos = next_pos + 1
     model.train(was_training)

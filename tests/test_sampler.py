@@ -12,6 +12,8 @@ makes EOS likely (so completions end at different lengths) or makes a few
 tokens dominant (so sampling frequencies can be compared with the softmax).
 Sampling and scoring both go through the wrapper, so they see the same policy.
 """
+import warnings
+
 import pytest
 import torch
 from hypothesis import assume, given, settings
@@ -314,6 +316,23 @@ def test_sampling_restores_training_mode(model, prompts):
         assert model.training
     finally:
         model.eval()
+
+
+def test_sampling_and_scoring_print_no_warning(model, prompts, capfd):
+    """Sampling (prefill + cached decoding) and the training forward warn nothing: no deprecated argument.
+
+    transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache` and warns on the old name, once
+    per process; in a notebook that warning lands on stderr, which nbval reads as a changed output. It warns
+    through `warnings` and through its logger (stderr), so both are caught.
+    """
+    ids, mask = prompts
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = sample(model, ids, mask, generator=torch.Generator().manual_seed(0))
+        completion_logprobs(model, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask)
+    assert s.completion_ids.shape[1] == 6  # the cache was used for 5 decoding steps
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("temperature", [0.0, -1.0])

@@ -129,15 +129,18 @@ KV_CASES = [
 
 def _measured_floats(num_layers: int, num_kv_heads: int, head_dim: int, rows: int, length: int) -> int:
     """Numbers in the DynamicCache a randomly initialised Llama fills by one prefill (counted, not computed)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    from ..model import cache_kwarg
 
     config = LlamaConfig(vocab_size=16, hidden_size=num_kv_heads * head_dim, intermediate_size=8,
                          num_hidden_layers=num_layers, num_attention_heads=num_kv_heads,
                          num_key_value_heads=num_kv_heads, head_dim=head_dim, max_position_embeddings=64)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
+    cache = DynamicCache()
     with torch.no_grad():
-        cache = model(input_ids=torch.zeros(rows, length, dtype=torch.long), use_cache=True).past_key_values
+        model(input_ids=torch.zeros(rows, length, dtype=torch.long), **cache_kwarg(cache), use_cache=True)
     return sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers)
 
 
