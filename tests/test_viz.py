@@ -210,7 +210,7 @@ def test_clip_explorer_recomputes_on_every_control():
     before = w.state["zero_grad_region"]
     w.eps_high.value = 0.5  # with A < 0 the upper bound changes nothing in the curve
     assert w.state["zero_grad_region"] == before
-    assert plt.get_fignums() == []  # every redraw closes its figure
+    assert plt.get_fignums() == []  # no redraw leaves a figure open in pyplot
     assert w._repr_mimebundle_()  # displayable
 
 
@@ -230,3 +230,31 @@ def test_kl_explorer_recomputes_on_every_control():
     w.seed.value = 1
     assert not torch.equal(tokens, w.state["samples"]["tokens"])
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("module, drawer, make", [
+    ("clip", "draw_clip_axes", lambda: viz.clip_explorer()),
+    ("kl", "draw_kl_axes", lambda: viz.kl_explorer(n_samples=16)),
+])
+def test_explorers_draw_on_figures_pyplot_does_not_know(monkeypatch, module, drawer, make):
+    """While an explorer draws, pyplot has no open figure: its figure is a bare matplotlib Figure.
+
+    In JupyterLab 4.6 (ipykernel 7) a kernel subshell thread runs the post-execute hooks after each widget
+    message it handles, and the inline backend's hook draws and closes every open pyplot figure: a figure made
+    with plt.subplots in a callback on the main thread was drawn by both threads at once (the browser test saw
+    matplotlib's "ParseException ... at char 0" and an empty Output).
+    """
+    import importlib
+
+    mod = importlib.import_module(f"minigrpo.viz.{module}")
+    plt.close("all")
+    open_during_draw = []
+    original = getattr(mod, drawer)
+
+    def spy(*args, **kwargs):
+        open_during_draw.append(plt.get_fignums())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mod, drawer, spy)
+    make()
+    assert open_during_draw == [[]]

@@ -186,9 +186,30 @@ def plot_clip_cases(eps_low: float = 0.2, eps_high: float = 0.28, p_old: float |
 # ------------------------------------------------------------------- widgets
 
 
-# pyplot is not thread-safe, and JupyterLab (4.6, with ipykernel 7) may run a widget's callback on a kernel
-# subshell thread while a cell is running: every explorer updates and draws under this one lock.
+# JupyterLab 4.6 with ipykernel 7 handles widget messages on more than one thread (the main shell and a kernel
+# subshell), so two callbacks, or a callback and a running cell, can draw at the same time. Every explorer updates
+# and draws under this one lock, on a figure pyplot does not know about (`show_figure`).
 DRAW_LOCK = threading.RLock()
+
+
+def show_figure(out, draw, figsize: tuple[float, float], **subplots) -> None:
+    """Replace what Output widget `out` shows by a new 1x2 figure that `draw(fig, axes)` fills.
+
+    The figure is a bare `matplotlib.figure.Figure`, never registered with pyplot: after every widget message
+    the kernel runs its post-execute hooks, and the inline backend's hook draws and closes *every* open pyplot
+    figure. Run on another thread, it would draw ours half-built, at the same time as we do (matplotlib's
+    math-text parser is shared and not thread-safe: "ParseException ... at char 0"), and close it under us.
+    """
+    from IPython.display import display
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, 2, **subplots)
+    draw(fig, axes)
+    fig.tight_layout()
+    with out:
+        out.clear_output(wait=True)
+        display(fig)
 
 
 class ClipExplorer:
@@ -238,15 +259,7 @@ class ClipExplorer:
         self.draw()
 
     def draw(self) -> None:
-        import matplotlib.pyplot as plt
-
-        with self.out:
-            self.out.clear_output(wait=True)
-            fig, (ax_obj, ax_grad) = plt.subplots(1, 2, figsize=(10, 3.4))
-            draw_clip_axes(ax_obj, ax_grad, self.state, self.r_max)
-            fig.tight_layout()
-            plt.show()
-            plt.close(fig)
+        show_figure(self.out, lambda fig, axes: draw_clip_axes(*axes, self.state, self.r_max), figsize=(10, 3.4))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

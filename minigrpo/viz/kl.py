@@ -19,7 +19,7 @@ import torch
 
 from minigrpo.loss import KL_ESTIMATORS, aggregate, kl_estimate
 
-from .clip import DRAW_LOCK
+from .clip import DRAW_LOCK, show_figure
 
 KL_COLORS = {"k1": "tab:blue", "k2": "tab:orange", "k3": "tab:green"}
 
@@ -207,15 +207,9 @@ class KLExplorer:
         self.draw()
 
     def draw(self) -> None:
-        import matplotlib.pyplot as plt
-
-        with self.out:
-            self.out.clear_output(wait=True)
-            fig, (ax_dist, ax_samples) = plt.subplots(1, 2, figsize=(10, 3.4), width_ratios=(1, 1.4))
-            draw_kl_axes(ax_dist, ax_samples, self.state["p_theta"], self.state["p_ref"], self.state)
-            fig.tight_layout()
-            plt.show()
-            plt.close(fig)
+        show_figure(self.out, lambda fig, axes: draw_kl_axes(*axes, self.state["p_theta"], self.state["p_ref"],
+                                                             self.state),
+                    figsize=(10, 3.4), width_ratios=(1, 1.4))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
