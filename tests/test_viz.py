@@ -258,3 +258,21 @@ def test_explorers_draw_on_figures_pyplot_does_not_know(monkeypatch, module, dra
     monkeypatch.setattr(mod, drawer, spy)
     make()
     assert open_during_draw == [[]]
+
+
+@pytest.mark.parametrize("make", [lambda: viz.clip_explorer(), lambda: viz.kl_explorer(n_samples=16)])
+def test_an_explorer_error_is_printed_under_the_widget_and_raised(monkeypatch, make):
+    """A callback that raises shows its traceback in the widget's Output (ipywidgets would send it only to the
+    kernel's log, and the learner would see a frozen figure) and still raises (a cell that sets a value fails)."""
+    w = make()
+    control = w.eps_high if hasattr(w, "eps_high") else w.distance
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing went wrong")
+
+    monkeypatch.setattr(w, "draw", broken)
+    with pytest.raises(RuntimeError, match="drawing went wrong"):
+        control.value = 0.5
+    shown = [o for o in w.out.outputs if o.get("name") == "stderr"]
+    assert len(shown) == 1 and "RuntimeError: drawing went wrong" in shown[0]["text"]
+    assert "Traceback (most recent call last)" in shown[0]["text"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import traceback
 
 import torch
 
@@ -192,24 +193,43 @@ def plot_clip_cases(eps_low: float = 0.2, eps_high: float = 0.28, p_old: float |
 DRAW_LOCK = threading.RLock()
 
 
+def update_shown(out, update) -> None:
+    """Run an explorer's `update()` under DRAW_LOCK; if it raises, print the traceback in Output `out`, then re-raise.
+
+    ipywidgets sends an exception raised in a widget callback only to the kernel's log, so the learner would see the
+    figure freeze and nothing else; raised in a cell, it still fails the cell.
+    """
+    with DRAW_LOCK:
+        try:
+            update()
+        except Exception:
+            out.append_stderr(traceback.format_exc())
+            raise
+
+
 def show_figure(out, draw, figsize: tuple[float, float], **subplots) -> None:
-    """Replace what Output widget `out` shows by a new 1x2 figure that `draw(fig, axes)` fills.
+    """Replace what Output widget `out` shows by a PNG of a new 1x2 figure that `draw(fig, axes)` fills.
 
     The figure is a bare `matplotlib.figure.Figure`, never registered with pyplot: after every widget message
     the kernel runs its post-execute hooks, and the inline backend's hook draws and closes *every* open pyplot
     figure. Run on another thread, it would draw ours half-built, at the same time as we do (matplotlib's
     math-text parser is shared and not thread-safe: "ParseException ... at char 0"), and close it under us.
+    The PNG is made here, so the widget shows a picture even where pyplot's inline backend was never loaded.
     """
-    from IPython.display import display
+    import io
+
+    from IPython.display import Image, display
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     axes = fig.subplots(1, 2, **subplots)
     draw(fig, axes)
     fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", bbox_inches="tight")
     with out:
         out.clear_output(wait=True)
-        display(fig)
+        display(Image(png.getvalue()))
 
 
 class ClipExplorer:
@@ -245,8 +265,7 @@ class ClipExplorer:
 
     def update(self) -> None:
         """Recompute the state from the controls, then print the bounds and draw."""
-        with DRAW_LOCK:
-            self._update()
+        update_shown(self.out, self._update)
 
     def _update(self) -> None:
         self.state = clip_state(self.eps_low.value, self.eps_high.value, self.adv_sign.value,

@@ -19,7 +19,7 @@ import torch
 
 from minigrpo.loss import KL_ESTIMATORS, aggregate, kl_estimate
 
-from .clip import DRAW_LOCK, show_figure
+from .clip import show_figure, update_shown
 
 KL_COLORS = {"k1": "tab:blue", "k2": "tab:orange", "k3": "tab:green"}
 
@@ -196,8 +196,7 @@ class KLExplorer:
 
     def update(self) -> None:
         """Recompute the state from the controls, then print the table and draw."""
-        with DRAW_LOCK:
-            self._update()
+        update_shown(self.out, self._update)
 
     def _update(self) -> None:
         p_theta, p_ref = kl_pair(self.distance.value, self.vocab_size)
