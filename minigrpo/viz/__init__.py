@@ -4,10 +4,12 @@ Following STYLE.md 6, every number a widget shows comes from a pure function
 built on the engine's own `minigrpo.loss`; the widgets' callbacks only draw
 what those return, so the numbers are tested without a browser (tests/test_viz.py).
 
-    clip.py  lesson 03: the clipped objective, its zero-gradient region, how far
-             one update moves a token's probability; `clip_explorer()`
-    kl.py    lesson 04: k1/k2/k3 against the exact KL, the loss aggregations'
-             token weights; `kl_explorer()`
+    clip.py     lesson 03: the clipped objective, its zero-gradient region, how far
+                one update moves a token's probability; `clip_explorer()`
+    kl.py       lesson 04: k1/k2/k3 against the exact KL, the loss aggregations'
+                token weights; `kl_explorer()`
+    widgets.py  what the explorers share: drawing into an Output widget from a
+                callback, safely across the kernel's threads
 
 matplotlib and ipywidgets are imported inside functions only, so the engine
 runs without them.

@@ -15,12 +15,13 @@ imported inside functions only, so the engine runs without them.
 from __future__ import annotations
 
 import math
-import threading
-import traceback
+from functools import partial
 
 import torch
 
 from minigrpo.loss import clipped_surrogate
+
+from .widgets import show_figure, update_shown
 
 TABLE_PROBS = (0.01, 0.1, 0.5, 0.9)  # old probabilities listed in the clip explorer's table
 CLIP_COLORS = {"objective": "tab:blue", "grad": "tab:orange", "clip": "tab:red", "cap": "0.6"}
@@ -187,51 +188,6 @@ def plot_clip_cases(eps_low: float = 0.2, eps_high: float = 0.28, p_old: float |
 # ------------------------------------------------------------------- widgets
 
 
-# JupyterLab 4.6 with ipykernel 7 handles widget messages on more than one thread (the main shell and a kernel
-# subshell), so two callbacks, or a callback and a running cell, can draw at the same time. Every explorer updates
-# and draws under this one lock, on a figure pyplot does not know about (`show_figure`).
-DRAW_LOCK = threading.RLock()
-
-
-def update_shown(out, update) -> None:
-    """Run an explorer's `update()` under DRAW_LOCK; if it raises, print the traceback in Output `out`, then re-raise.
-
-    ipywidgets sends an exception raised in a widget callback only to the kernel's log, so the learner would see the
-    figure freeze and nothing else; raised in a cell, it still fails the cell.
-    """
-    with DRAW_LOCK:
-        try:
-            update()
-        except Exception:
-            out.append_stderr(traceback.format_exc())
-            raise
-
-
-def show_figure(out, draw, figsize: tuple[float, float], **subplots) -> None:
-    """Replace what Output widget `out` shows by a PNG of a new 1x2 figure that `draw(fig, axes)` fills.
-
-    The figure is a bare `matplotlib.figure.Figure`, never registered with pyplot: after every widget message
-    the kernel runs its post-execute hooks, and the inline backend's hook draws and closes *every* open pyplot
-    figure. Run on another thread, it would draw ours half-built, at the same time as we do (matplotlib's
-    math-text parser is shared and not thread-safe: "ParseException ... at char 0"), and close it under us.
-    The PNG is made here, so the widget shows a picture even where pyplot's inline backend was never loaded.
-    """
-    import io
-
-    from IPython.display import Image, display
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(1, 2, **subplots)
-    draw(fig, axes)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", bbox_inches="tight")
-    with out:
-        out.clear_output(wait=True)
-        display(Image(png.getvalue()))
-
-
 class ClipExplorer:
     """Sliders for eps_low, eps_high and the token's old probability, a toggle for the sign of A.
 
@@ -278,7 +234,7 @@ class ClipExplorer:
         self.draw()
 
     def draw(self) -> None:
-        show_figure(self.out, lambda fig, axes: draw_clip_axes(*axes, self.state, self.r_max), figsize=(10, 3.4))
+        show_figure(self.out, partial(draw_clip_axes, state=self.state, r_max=self.r_max), figsize=(10, 3.4))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -14,12 +14,13 @@ functions only, so the engine runs without them.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
 from minigrpo.loss import KL_ESTIMATORS, aggregate, kl_estimate
 
-from .clip import show_figure, update_shown
+from .widgets import show_figure, update_shown
 
 KL_COLORS = {"k1": "tab:blue", "k2": "tab:orange", "k3": "tab:green"}
 
@@ -206,9 +207,8 @@ class KLExplorer:
         self.draw()
 
     def draw(self) -> None:
-        show_figure(self.out, lambda fig, axes: draw_kl_axes(*axes, self.state["p_theta"], self.state["p_ref"],
-                                                             self.state),
-                    figsize=(10, 3.4), width_ratios=(1, 1.4))
+        draw = partial(draw_kl_axes, p_theta=self.state["p_theta"], p_ref=self.state["p_ref"], stats=self.state)
+        show_figure(self.out, draw, figsize=(10, 3.4), width_ratios=(1, 1.4))
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
