@@ -55,12 +55,12 @@ def held_out_accuracy(model, tok) -> float:
 
 def run_minigrpo(a) -> dict:
     import torch
-    from minigrpo.checkpoint import load_checkpoint
+    from minigrpo.checkpoint import load_model
     from minigrpo.config import make_config
     from minigrpo.pipeline import prepare_model, seed_everything
     from minigrpo.trainer import train_grpo
     seed_everything(a.seed)
-    model, tok, _ = load_checkpoint(START, torch.device("cpu"))
+    model, tok = load_model(START, torch.device("cpu"))
     model = prepare_model(model, torch.device("cpu"))
     cfg = make_config("cpu", steps=a.steps, prompts_per_step=a.prompts, group_size=a.group, lr=a.lr,
                       warmup_steps=a.warmup, eval_every=0, save_every=0, seed=a.seed,

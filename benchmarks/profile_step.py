@@ -27,11 +27,13 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from minigrpo.checkpoint import load_checkpoint  # noqa: E402
+from minigrpo.checkpoint import load_model  # noqa: E402
 from minigrpo.config import make_config  # noqa: E402
-from minigrpo.data import load_split  # noqa: E402
+from minigrpo.data import load_split, prompt_batch  # noqa: E402
+from minigrpo.optim import make_optimizer  # noqa: E402
 from minigrpo.pipeline import prepare_model, seed_everything  # noqa: E402
-from minigrpo.trainer import grpo_step, parse_reward, prompt_batch  # noqa: E402
+from minigrpo.reward import parse_reward  # noqa: E402
+from minigrpo.trainer import grpo_step  # noqa: E402
 
 # (label, file suffix, function name) of the profiled parts, as cProfile names them.
 PARTS = [
@@ -54,10 +56,10 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cfg = make_config("cpu", out_dir=tempfile.mkdtemp(prefix="profile-"))
     seed_everything(cfg.seed)
-    model, tok, _ = load_checkpoint(os.path.join(ROOT, "results", "cpu_arithmetic", "sft"))
+    model, tok = load_model(os.path.join(ROOT, "results", "cpu_arithmetic", "sft"))
     model = prepare_model(model, torch.device("cpu"))
     train = load_split("arithmetic", "train", os.path.join(ROOT, "data"))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = make_optimizer(model.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     reward_fn = parse_reward(cfg.reward)
     step = lambda i: grpo_step(model, None, tok, opt, prompt_batch(train, i, cfg.prompts_per_step, cfg.seed),

@@ -1,35 +1,19 @@
-"""Command line: python -m minigrpo {data,sft,train,eval} [options].
+"""Command line: python -m minigrpo {data,sft,train,eval,compare} [options] (see README.md).
 
-    python -m minigrpo data                       # write data/<task>/{sft,train,test}.jsonl
-    python -m minigrpo sft   --preset cpu         # SFT warm start only -> runs/arithmetic/sft
-    python -m minigrpo train --preset cpu         # SFT + GRPO, prints accuracy before/after
-    python -m minigrpo train --resume runs/arithmetic/checkpoint
-    python -m minigrpo eval  --checkpoint runs/arithmetic/checkpoint --data data/arithmetic/test.jsonl
-    python -m minigrpo compare                    # lesson 8: GRPO vs PPO vs REINFORCE vs RLOO, 3 seeds
-
-Every field of minigrpo.config.Config is also an option (--steps 100, --lr 3e-4 ...).
-Errors print one line and exit with status 2 (add --debug for the traceback).
+Every field of minigrpo.config.Config is an option (--group_size 16 or --group-size 16), parsed by
+transformers' HfArgumentParser: the preset, then a --config file (JSON or YAML, e.g. a run's
+run_config.json), then the options given. Errors are one line and exit 2 (--debug: the traceback).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
-from .config import PRESETS, Config, make_config
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
-
-def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None,
-                   help=f"one of: {', '.join(PRESETS)} (default: cpu, or the --resume checkpoint's own config)")
-    g = p.add_argument_group("config fields (override the preset; see minigrpo/config.py)")
-    for f in dataclasses.fields(Config):
-        if f.name == "preset":
-            continue
-        kind = {"int": int, "float": float, "str": str, "bool": _bool}[str(f.type)]  # annotations are strings
-        g.add_argument(f"--{f.name}", type=kind, default=None, metavar=str(f.type).upper(),
-                       help=f"(default {f.default!r})")
+from .config import FIELDS, PRESETS, Config, field_comments, make_config, read_config_file
 
 
 def _bool(text: str) -> bool:
@@ -40,16 +24,33 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false)")
 
 
+def config_options() -> argparse.ArgumentParser:
+    """A parent parser of every Config field: its comment as help; only the options given are set."""
+    parser = HfArgumentParser(Config, add_help=False)
+    comments, defaults = field_comments(), Config()
+    comments["preset"] = f"one of: {', '.join(PRESETS)} (cpu, or the --resume checkpoint's own config)"
+    for action in parser._actions:
+        if action.dest in FIELDS:
+            action.help = f"{comments.get(action.dest, '')} (default {getattr(defaults, action.dest)!r})"
+            action.default = argparse.SUPPRESS      # so that a preset or --config file is not overridden
+            if action.type is string_to_bool:       # booleans read as the engine's errors say
+                action.type = _bool
+    parser.add_argument("--config", metavar="FILE", help="a JSON or YAML file of config fields "
+                        "(a run's run_config.json); options given here override it")
+    return parser
+
+
 def _config(args) -> Config:
-    """The preset plus the options given; `--resume DIR` alone continues with DIR's own config."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if f.name != "preset" and getattr(args, f.name, None) is not None}
-    if getattr(args, "resume", None) and args.preset is None:
+    """The preset, then the --config file, then the options given; `--resume DIR` alone takes DIR's config."""
+    given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    preset = given.pop("preset", None)
+    base = read_config_file(args.config) if args.config else {}
+    if getattr(args, "resume", None) and preset is None and not base:
         from .checkpoint import saved_config
-        saved = saved_config(args.resume)
-        if saved:
-            return make_config(saved.pop("preset"), **{**saved, **overrides})
-    return make_config(args.preset or "cpu", **overrides)
+        base = saved_config(args.resume) or {}
+    preset = preset or base.pop("preset", None) or "cpu"
+    base.pop("preset", None)
+    return make_config(preset, **{**base, **given})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,22 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m minigrpo", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    fields = config_options()
 
     p = sub.add_parser("data", help="generate the task data (deterministic JSONL splits)")
     p.add_argument("--out", default="data", help="output folder (default: data)")
     p.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
 
-    p = sub.add_parser("sft", help="SFT warm start only; saves OUT_DIR/sft")
+    p = sub.add_parser("sft", parents=[fields], help="SFT warm start only; saves OUT_DIR/sft")
     p.add_argument("--init", help="start from this checkpoint instead of a fresh model")
-    _add_config_options(p)
 
-    p = sub.add_parser("train", help="SFT warm start + GRPO; prints held-out accuracy before and after")
+    p = sub.add_parser("train", parents=[fields], help="SFT warm start + GRPO; prints held-out accuracy before and after")
     p.add_argument("--init", help="start from this checkpoint (e.g. an SFT one) instead of a fresh model")
-    p.add_argument("--resume", help="continue an interrupted GRPO run from its checkpoint folder")
+    p.add_argument("--resume", help="continue an interrupted GRPO run from its checkpoint folder (with its config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_config_options(p)
 
-    from .compare import DEFAULTS, METHODS  # stdlib only at import: cheap
+    from .course.compare import DEFAULTS, METHODS  # stdlib only at import: cheap
     p = sub.add_parser("compare", help="lesson 8: GRPO vs PPO vs REINFORCE vs RLOO from one SFT start")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -112,29 +112,25 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "data":
-        from .data import write_all
-        counts = write_all(args.out, seed=args.seed)
-        print(json.dumps(counts, indent=2))
+        from .course.datasets import write_all
+        print(json.dumps(write_all(args.out, seed=args.seed), indent=2))
         return 0
     if args.command == "eval":
-        from .checkpoint import load_checkpoint
-        from .data import read_jsonl
+        from .checkpoint import load_model, saved_config
+        from .data import read_records
         from .evaluate import evaluate
         from .model import pick_device
-        from .pipeline import prepare_model, record_check
+        from .pipeline import prepare_model
         device = pick_device(args.device)
-        model, tok, state = load_checkpoint(args.checkpoint, device)
+        model, tok = load_model(args.checkpoint, device)
         model = prepare_model(model, device)
-        limit = args.max_new_tokens or (state.get("config") or {}).get("max_new_tokens") or 48
-        records = read_jsonl(args.data, check=record_check(tok, limit, model.config.max_position_embeddings))
-        result = evaluate(model, tok, records, max_new_tokens=limit, device=device)
-        print(json.dumps(result, indent=2))
+        limit = args.max_new_tokens or (saved_config(args.checkpoint) or {}).get("max_new_tokens") or 48
+        records = read_records(args.data, tok, limit, model.config.max_position_embeddings)
+        print(json.dumps(evaluate(model, tok, records, max_new_tokens=limit, device=device), indent=2))
         return 0
     if args.command == "compare":
-        from .compare import compare, table
-        from .compare import DEFAULTS
-        settings = {k: getattr(args, k) for k in DEFAULTS}
-        summary = compare(args.methods, args.seeds, args.out, **settings)
+        from .course.compare import DEFAULTS, compare, table
+        summary = compare(args.methods, args.seeds, args.out, **{k: getattr(args, k) for k in DEFAULTS})
         print(json.dumps(table(summary), indent=2))
         return 0
     cfg = _config(args)

@@ -1,20 +1,25 @@
-"""One flat configuration for the model, the SFT warm start and the GRPO loop.
+"""One flat configuration for a run: the model, the SFT warm start, the GRPO loop and lesson 8's baselines.
 
-Every knob of a run is a field here with a one-line comment, in the order the
-trainer uses them (CleanRL's `Args`). The defaults are the CPU preset: a ~1M
-parameter Llama-style model learning two-digit addition and subtraction on a
-laptop CPU in minutes. Presets are named sets of overrides:
+Every knob is a field with a one-line comment (CleanRL's `Args`), which is also its `--help`. The
+defaults are the CPU preset: a ~1M parameter model that learns two-digit arithmetic in minutes.
 
-    cfg = make_config("cpu")                      # the defaults
-    cfg = make_config("gpu", steps=400)           # a preset plus overrides
-    cfg = make_config("tiny")                     # seconds; for tests
-
-`validate(cfg)` raises a one-line ValueError naming the first bad field.
+    cfg = make_config("gpu", steps=400)     # a preset plus overrides, checked
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
+import json
+import os
+import tokenize
 from dataclasses import dataclass
+
+import yaml
+
+from .checks import CHOICES, RANGES, check
+from .files import atomic_write
+from .reward import parse_reward
 
 
 @dataclass
@@ -23,7 +28,7 @@ class Config:
     preset: str = "cpu"            # name of the preset these values came from
     task: str = "arithmetic"       # dataset folder under data_dir: arithmetic | arithmetic_hard | equations
     data_dir: str = "data"         # where `python -m minigrpo data` wrote the JSONL splits
-    out_dir: str = "runs/arithmetic"  # checkpoints, metrics.jsonl and plots go here
+    out_dir: str = "runs/arithmetic"  # checkpoints, metrics.jsonl and run_config.json go here
     seed: int = 0                  # seeds python, numpy and torch; same seed, same run (on the CPU)
     device: str = "auto"           # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
     # --- model (a Llama-style decoder built from a transformers config, no download) ---
@@ -35,7 +40,13 @@ class Config:
     # --- SFT warm start (supervised, on demonstrations from the sft split) ---
     sft_steps: int = 1250          # optimizer steps of supervised training (0 to skip)
     sft_batch_size: int = 128      # demonstrations per SFT step
-    sft_lr: float = 1e-3           # AdamW learning rate for SFT (warm-up, then cosine decay to 10%)
+    sft_lr: float = 1e-3           # AdamW peak learning rate for SFT
+    sft_warmup_frac: float = 0.05  # fraction of sft_steps of linear warm-up (at least one step)
+    sft_min_lr_frac: float = 0.1   # after warm-up, cosine decay from sft_lr down to this fraction of it
+    sft_adam_beta1: float = 0.9    # AdamW beta1 for SFT
+    sft_adam_beta2: float = 0.98   # AdamW beta2 for SFT
+    sft_weight_decay: float = 0.01  # AdamW weight decay for SFT
+    sft_grad_clip: float = 1.0     # clip SFT gradients' global norm to this (0 = off)
     sft_examples: int = 0          # use only the first N demonstrations (0 = all of sft.jsonl)
     # --- GRPO: sampling a group per prompt ---
     steps: int = 500               # GRPO steps; each samples a fresh batch of prompts
@@ -49,11 +60,14 @@ class Config:
     reward: str = "correct"        # reward names and weights, e.g. "correct" or "rubric" or "correct:1,format:0.1"
     scale: str = "group"           # advantage denominator: "group" std, "batch" std or "none" (Dr. GRPO)
     std: str = "sample"            # "sample" (divide by G-1, as the course's formula) or "population" (by G)
+    std_eps: float = 0.0           # added to the std before dividing (TRL adds 1e-4; equal rewards give 0 anyway)
     # --- GRPO: the clipped objective ---
     num_iterations: int = 1        # mu: updates on each sampled batch against the frozen old policy
     lr: float = 1e-4               # AdamW learning rate for GRPO (constant after warm-up)
     warmup_steps: int = 10         # GRPO steps of linear learning-rate warm-up (Adam's first steps are large)
-    weight_decay: float = 0.0      # AdamW weight decay
+    adam_beta1: float = 0.9        # AdamW beta1 for GRPO (and lesson 8's critic)
+    adam_beta2: float = 0.99       # AdamW beta2 for GRPO (and lesson 8's critic)
+    weight_decay: float = 0.0      # AdamW weight decay for GRPO (and lesson 8's critic)
     eps_low: float = 0.2           # ratio may fall to 1 - eps_low before clipping (A < 0)
     eps_high: float = 0.28         # ratio may rise to 1 + eps_high before clipping (A > 0; DAPO clip-higher)
     beta: float = 0.0              # KL penalty to the frozen reference (SFT) model; 0 = no reference model
@@ -71,6 +85,7 @@ class Config:
     # --- evaluation, logging, checkpoints ---
     eval_every: int = 50           # evaluate on held-out test prompts every N GRPO steps (0 = only at the end)
     eval_size: int = 500           # held-out test problems per evaluation (0 = all)
+    eval_batch_size: int = 256     # prompts per greedy generation batch when evaluating
     save_every: int = 100          # write a checkpoint every N GRPO steps (0 = only at the end)
 
 
@@ -100,23 +115,15 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-CHOICES = {
-    "task": ("arithmetic", "arithmetic_hard", "equations"),
-    "scale": ("group", "batch", "none"),
-    "std": ("sample", "population"),
-    "kl_estimator": ("k1", "k2", "k3"),
-    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum"),
-    "algo": ("grpo", "ppo", "reinforce", "rloo"),
-}
+FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
 
 def make_config(preset: str = "cpu", **overrides) -> Config:
-    """A Config from a named preset plus field overrides; raises ValueError on bad names/values."""
+    """A Config from a named preset plus field overrides; raises a one-line ValueError on bad names or values."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(Config)}
     for name in overrides:
-        if name not in fields:
+        if name not in FIELDS:
             raise ValueError(f"unknown config field {name!r}")
     cfg = Config(**{**PRESETS[preset], "preset": preset, **overrides})
     validate(cfg)
@@ -124,41 +131,53 @@ def make_config(preset: str = "cpu", **overrides) -> Config:
 
 
 def validate(cfg: Config) -> None:
-    """Raise a one-line ValueError naming the first field whose value is out of range."""
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"{name}={getattr(cfg, name)!r} is not one of: {', '.join(allowed)}")
-    checks = [
-        ("group_size", cfg.group_size >= 2, "must be >= 2 (a group needs two samples to compare)"),
-        ("prompts_per_step", cfg.prompts_per_step >= 1, "must be >= 1"),
-        ("temperature", cfg.temperature > 0, "must be > 0"),
-        ("top_k", cfg.top_k >= 0, "must be >= 0 (0 = off)"),
-        ("top_p", 0 < cfg.top_p <= 1, "must be in (0, 1]"),
-        ("eps_low", 0 <= cfg.eps_low < 1, "must be in [0, 1)"),
-        ("eps_high", cfg.eps_high >= 0, "must be >= 0"),
-        ("beta", cfg.beta >= 0, "must be >= 0"),
-        ("lr", cfg.lr > 0, "must be > 0"),
-        ("sft_lr", cfg.sft_lr > 0, "must be > 0"),
-        ("num_iterations", cfg.num_iterations >= 1, "must be >= 1"),
-        ("warmup_steps", cfg.warmup_steps >= 0, "must be >= 0"),
-        ("steps", cfg.steps >= 0, "must be >= 0"),
-        ("sft_steps", cfg.sft_steps >= 0, "must be >= 0"),
-        ("max_new_tokens", cfg.max_new_tokens >= 1, "must be >= 1"),
-        ("max_seq_len", cfg.max_seq_len > cfg.max_new_tokens, "must exceed max_new_tokens"),
-        ("hidden_size", cfg.hidden_size % max(cfg.num_heads, 1) == 0 and cfg.num_heads >= 1,
-         "must be a multiple of num_heads"),
-        ("grad_clip", cfg.grad_clip >= 0, "must be >= 0 (0 = off)"),
-        ("gamma", 0 < cfg.gamma <= 1, "must be in (0, 1]"),
-        ("gae_lambda", 0 <= cfg.gae_lambda <= 1, "must be in [0, 1]"),
-        ("critic_lr", cfg.critic_lr > 0, "must be > 0"),
-        ("value_clip", cfg.value_clip >= 0, "must be >= 0"),
-    ]
-    for name, ok, why in checks:
-        if not ok:
-            raise ValueError(f"{name}={getattr(cfg, name)!r} {why}")
-    # The reward is checked here, not when GRPO starts: a typo must not cost the SFT stage first.
-    from .trainer import parse_reward  # lazily: the trainer imports this module
-    parse_reward(cfg.reward)
+    """Raise a one-line ValueError naming the first field whose value cannot work."""
+    for name in (*CHOICES, *RANGES):
+        if name in FIELDS:
+            check(name, getattr(cfg, name))
+    if cfg.max_seq_len <= cfg.max_new_tokens:
+        raise ValueError(f"max_seq_len={cfg.max_seq_len!r} must exceed max_new_tokens")
+    if cfg.num_heads < 1 or cfg.hidden_size % cfg.num_heads:
+        raise ValueError(f"hidden_size={cfg.hidden_size!r} must be a multiple of num_heads")
+    if cfg.algo == "ppo" and cfg.beta > 0:
+        raise ValueError(f"beta={cfg.beta!r} with algo='ppo': lesson 8's PPO has no KL term; use beta=0")
+    parse_reward(cfg.reward)  # here, not when GRPO starts: a typo must not cost the SFT stage first
     if "rubric" in cfg.reward and cfg.task != "equations":
         raise ValueError(f"reward={cfg.reward!r} uses the rubric, which scores equation solutions; "
                          f"use it with task='equations' (or --preset equations)")
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write every field of `cfg` as JSON, atomically; `--config path` (or read_config_file) reads it back."""
+    atomic_write(path, lambda f: json.dump(dataclasses.asdict(cfg), f, indent=2))
+
+
+def read_config_file(path: str) -> dict:
+    """The fields set in a JSON or YAML file ({field: value}); one-line errors naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    kind = "YAML" if path.endswith((".yaml", ".yml")) else "JSON"
+    try:
+        with open(path, encoding="utf-8") as f:
+            fields = yaml.safe_load(f) if kind == "YAML" else json.load(f)
+    except Exception as e:  # a parse error, or bytes that are not UTF-8
+        raise ValueError(f"{path}: not valid {kind} ({str(e).splitlines()[0]})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields, got {type(fields).__name__}")
+    unknown = [k for k in fields if k not in FIELDS]
+    if unknown:
+        raise ValueError(f"{path}: unknown config field {unknown[0]!r}")
+    return fields
+
+
+def field_comments() -> dict[str, str]:
+    """{field: its one-line comment in the Config class above} (the command line's help texts)."""
+    comments, name = {}, None
+    for t in tokenize.generate_tokens(io.StringIO(inspect.getsource(Config)).readline):
+        if t.type == tokenize.NAME and t.start[1] == 4 and name is None:
+            name = t.string
+        elif t.type == tokenize.COMMENT and name is not None:
+            comments[name] = t.string.lstrip("# ")
+        if t.type == tokenize.NEWLINE:
+            name = None
+    return comments

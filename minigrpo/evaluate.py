@@ -1,10 +1,5 @@
-"""Held-out evaluation: greedy answers to test prompts, scored exactly.
-
-Accuracy is exact match of the parsed final answer (tasks.parse_answer, which
-gives no credit for listing several candidates). For the equation task it
-also reports which of the source document's three solution styles the
-answers use (section 6: guess / short / complete, or "other"), among the
-correct answers: the quantity GRPO with the rubric reward should move.
+"""Held-out evaluation: greedy answers, scored exactly (tasks.is_correct), and for equations the share of
+each of section 6's solution styles among the correct answers, which the rubric reward should move.
 """
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ from collections import Counter
 import torch
 
 from .sampler import pad_prompts, sample_group
-from .tasks import STYLES, classify_style, parse_answer
+from .tasks import STYLES, classify_style, is_correct
 from .tokenizer import decode_batch, encode
 
 
@@ -26,7 +21,7 @@ def generate(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size:
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk = [encode(tok, p) for p in prompts[i:i + batch_size]]
-        ids, mask = pad_prompts(chunk, tok.pad_token_id, device)               # (b, P)
+        ids, mask = pad_prompts(chunk, tok.pad_token_id, device)               # (B, P)
         s = sample_group(model, ids, mask, group_size=1, max_new_tokens=max_new_tokens,
                          eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                          greedy=greedy, temperature=temperature, generator=generator)
@@ -46,7 +41,7 @@ def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size
         raise ValueError("evaluate() got no records")
     completions = generate(model, tok, [r["prompt"] for r in records],
                            max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
-    correct = [parse_answer(c, r["task"]) == r["answer"] for r, c in zip(records, completions)]
+    correct = [is_correct(r, c) for r, c in zip(records, completions)]
     result = {"accuracy": sum(correct) / len(records), "n": len(records)}
     if all(r["task"] == "equation" for r in records):
         styles = Counter(classify_style(r, c) for r, c, ok in zip(records, completions, correct) if ok)

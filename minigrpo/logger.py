@@ -1,16 +1,7 @@
-"""One tabular logger with fixed keys, and a plotting helper that reads it back.
+"""One tabular logger with fixed keys, the row each step logs, and a plotting helper that reads it back.
 
-Every GRPO step logs the same row (Spinning Up's `EpochLogger`): the reward,
-the accuracy, how many groups taught nothing (all rewards equal), the KL to
-the reference, the policy's entropy, how often the clip bit, the completion
-length and where the time went. Rows go to `metrics.jsonl` (one JSON object
-per line, appended and flushed as they come, so a crash loses nothing) and
-the newest values to a tqdm progress bar (tqdm.auto renders in JupyterLab).
-
-    log = MetricsLogger("runs/x/metrics.jsonl")
-    log.log({"step": 1, "reward_mean": 0.4, ...})
-    rows = read_metrics("runs/x/metrics.jsonl")
-    plot_metrics(rows)            # a grid of the standard curves
+Every step logs the same row (Spinning Up's `EpochLogger`) to metrics.jsonl, appended and flushed as
+it comes, and its newest values to a tqdm progress bar (tqdm.auto renders in JupyterLab).
 """
 from __future__ import annotations
 
@@ -18,11 +9,13 @@ import json
 import math
 import os
 
+from .advantage import zero_variance_fraction
+
 # The keys every GRPO step writes, in order. Evaluation steps add "eval_accuracy" and, on
 # equations, "eval_complete_share" and "eval_style_shares" ({style: share of the correct answers}).
 STEP_KEYS = (
     "step",              # GRPO step, 1-based
-    "reward_mean",       # mean reward over the B*G completions
+    "reward_mean",       # mean reward over the N = B*G completions
     "reward_std",        # std of those rewards
     "accuracy",          # fraction of sampled completions with the correct answer
     "zero_var_frac",     # fraction of groups whose G rewards are all equal (advantage 0: no signal)
@@ -42,6 +35,27 @@ STEP_KEYS = (
 # Short names for the progress bar.
 BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eval_complete_share": "complete", "kl": "kl",
             "entropy": "H", "completion_len": "len"}
+
+
+def step_row(ro, upd, group_size: int) -> dict:
+    """The row of fixed keys (STEP_KEYS but "step" and the timings) for one step's Rollout and Update."""
+    s = ro.samples
+    n_tok = s.completion_mask.sum().clamp(min=1)
+    return {
+        "reward_mean": ro.rewards.mean().item(),
+        "reward_std": ro.rewards.std().item(),
+        "accuracy": sum(ro.correct) / len(ro.correct),
+        "zero_var_frac": zero_variance_fraction(ro.rewards, group_size),
+        "kl": upd.stats["kl"],
+        "entropy": (s.entropy.sum() / n_tok).item(),
+        "clip_low": upd.stats["clip_low"] * upd.kept_frac,   # of all tokens: rows left out were not clipped
+        "clip_high": upd.stats["clip_high"] * upd.kept_frac,
+        "ratio_mean": upd.stats["ratio_mean"],
+        "loss": upd.loss,
+        "grad_norm": upd.grad_norm,
+        "completion_len": s.completion_mask.sum(1).float().mean().item(),
+        "truncated_frac": s.truncated.float().mean().item(),
+    }
 
 
 class MetricsLogger:

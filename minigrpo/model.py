@@ -1,20 +1,8 @@
-"""The policy: a tiny Llama-style causal LM, and the log-probs GRPO trains on.
+"""The policy: a tiny Llama-style causal LM built from a transformers config (no download), and its log-probs.
 
-The model is `LlamaForCausalLM` built from a `LlamaConfig` sized by the run's
-Config (RMSNorm, rotary positions, SwiGLU MLP, tied embeddings), initialised at
-random: nothing is downloaded. It is saved and loaded with the transformers
-methods, so `AutoModelForCausalLM.from_pretrained(dir)` and
-`AutoTokenizer.from_pretrained(dir)` work on a minigrpo checkpoint.
-
-`completion_logprobs` is the training forward pass: for each sequence
-[prompt | completion] it returns log pi(token | prefix) of every completion
-token (and the entropy of each next-token distribution), with the logits
-divided by the sampling temperature, exactly as the sampler computes them
-(sampler.py; tests/test_sampler.py checks they agree).
-
-Positions: prompts are left-padded, so a token's position is the number of
-real tokens before it (cumsum of the attention mask - 1), in sampling and in
-training alike.
+`completion_logprobs` is the training forward pass: log pi(token | prefix) of every completion token at
+the sampling temperature, the numbers the sampler computes (tests/test_sampler.py). Prompts are
+left-padded, so a token's position is the number of real tokens before it.
 """
 from __future__ import annotations
 
@@ -76,27 +64,18 @@ def cache_kwarg(cache) -> dict:
     return {CACHE_ARG: cache}
 
 
-def completion_logprobs(
-    model: torch.nn.Module,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-):
+def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                        completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """Log-probs of the completion tokens under `model` (the training forward pass).
 
-    | arg             | shape  | meaning                                              |
-    |-----------------|--------|------------------------------------------------------|
-    | prompt_ids      | (N, P) | left-padded prompt tokens                            |
-    | prompt_mask     | (N, P) | 1 for real prompt tokens, 0 for padding              |
-    | completion_ids  | (N, T) | right-padded completion tokens (EOS included)        |
-    | completion_mask | (N, T) | 1 for real completion tokens (EOS included), else 0  |
+    Symbol          | Shape  | Description
+    prompt_ids      | (N, P) | left-padded prompt tokens
+    prompt_mask     | (N, P) | 1 for real prompt tokens, 0 for padding
+    completion_ids  | (N, T) | right-padded completion tokens (EOS included)
+    completion_mask | (N, T) | 1 for real completion tokens (EOS included), else 0
 
-    Returns logp (N, T): log pi(c_t | prompt, c_<t) at `temperature` (0 where
-    masked out), and, if `with_entropy`, the entropy (N, T) of each of those
-    next-token distributions.
+    Returns logp (N, T), log pi(c_t | prompt, c_<t) at `temperature` (0 where masked), and with
+    `with_entropy` the entropy (N, T) of each of those next-token distributions.
     """
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)        # (N, P+T)

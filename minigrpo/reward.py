@@ -1,32 +1,16 @@
-"""Verifiable rewards: plain functions that score one completion.
+"""Verifiable rewards: plain functions that score one completion, and the spec that combines them.
 
-Source: the course document, section 6 (the rubric that gives the group of
-answers to "求解方程 2x+3=7" the rewards 6.0 / 8.0 / 9.0), and section 4 (the
-reward is sequence-level: one number per whole completion, no per-token value).
+Source: the course document, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求解方程
+2x+3=7") and section 4 (one number per whole completion). Every reward is
+`reward(prompt, completion, **task_fields) -> float` and ignores the record fields it does not use.
 
-Every reward has the same signature,
-
-    reward(prompt: str, completion: str, **task_fields) -> float
-
-where task_fields are the record's other fields ("answer", "task", "a", ...);
-fields a reward does not use are accepted and ignored, so a whole record can
-be passed: `reward(r["prompt"], completion, **{k: v for k, v in r.items() if k != "prompt"})`,
-which is what `score` does for a batch.
-
-    correctness    1.0 if the parsed final answer is right, else 0.0
-    format_reward  1.0 if there is exactly one well-formed final answer, else 0.0
-    rubric         section 6: wrong 0.0; correct and complete 9.0, short 8.0,
-                   otherwise (guess or any other wording) 6.0
-    combine({"correct": 1.0, "format": 0.1})  -> their weighted sum
-
-Rewards only read text; they never run the model. "Correct" is decided by
-`tasks.parse_answer`, which is strict: several candidate answers earn nothing.
+    parse_reward("correct:1,format:0.1")   # their weighted sum, as --reward writes it
 """
 from __future__ import annotations
 
 import math
 
-from minigrpo.tasks import classify_style, parse_answer, parse_equation
+from .tasks import classify_style, is_correct, parse_answer, parse_equation
 
 # Section 6's rubric for a correct answer, by solution style.
 RUBRIC_POINTS = {"complete": 9.0, "short": 8.0, "guess": 6.0, "other": 6.0}
@@ -42,15 +26,8 @@ def _task_of(prompt: str, task: str | None) -> str:
 
 def correctness(prompt: str, completion: str, answer: str | int, task: str | None = None,
                 **_fields) -> float:
-    """1.0 if the completion's final answer equals `answer`, else 0.0.
-
-    Args:
-        prompt: the problem, e.g. "12+34=" or "求解方程 2x+3=7。".
-        completion: the generated text (no prompt, no EOS).
-        answer: the expected answer, e.g. "46" or "2".
-        task: "arithmetic" or "equation" (inferred from the prompt if omitted).
-    """
-    return 1.0 if parse_answer(completion, _task_of(prompt, task)) == str(answer) else 0.0
+    """1.0 if the completion's final answer equals `answer`, else 0.0 (task inferred from the prompt if omitted)."""
+    return 1.0 if is_correct(answer, completion, _task_of(prompt, task)) else 0.0
 
 
 def format_reward(prompt: str, completion: str, task: str | None = None, **_fields) -> float:
@@ -76,7 +53,7 @@ def rubric(prompt: str, completion: str, answer: str | int, task: str | None = N
     task = _task_of(prompt, task)
     if task != "equation":
         raise ValueError(f"the rubric scores equation solutions (section 6), not task {task!r}")
-    if parse_answer(completion, task) != str(answer):
+    if not is_correct(answer, completion, task):
         return RUBRIC_WRONG
     if all(k in fields for k in ("a", "b", "c")):
         a, b, c = fields["a"], fields["b"], fields["c"]
@@ -92,12 +69,8 @@ REWARDS = {"correct": correctness, "format": format_reward, "rubric": rubric}
 def combine(weights: dict) -> callable:
     """A reward equal to the weighted sum of other rewards.
 
-    Args:
-        weights: maps a reward function, or its name in REWARDS ("correct",
-            "format", "rubric"), to its weight, e.g. {"correct": 1.0, "format": 0.1}.
-    Returns:
-        reward(prompt, completion, **task_fields) -> sum_k weight_k * reward_k(...).
-        Its __name__ spells the sum ("1.0*correct+0.1*format"), for logs.
+    `weights` maps a reward function, or its name in REWARDS, to its weight, e.g.
+    {"correct": 1.0, "format": 0.1}. The result's __name__ spells the sum ("1*correct+0.1*format").
     """
     if not weights:
         raise ValueError("combine needs at least one reward and its weight")
@@ -124,19 +97,23 @@ def combine(weights: dict) -> callable:
     return combined
 
 
-def score(reward_fn, prompts, completions, records) -> list[float]:
-    """Rewards of a batch: [reward_fn(prompts[i], completions[i], **records[i])].
+def parse_reward(spec: str):
+    """"correct" or "correct:1,format:0.1" (the Config's `reward`) -> a reward function (their weighted sum)."""
+    weights = {}
+    for part in spec.split(","):
+        name, _, w = part.strip().partition(":")
+        try:
+            weights[name] = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight {w!r} for {name!r} is not a number (e.g. correct:1,format:0.1)")
+    return combine(weights)
 
-    Args:
-        reward_fn: a reward with the signature above.
-        prompts: (N,) prompt strings.
-        completions: (N,) completion strings (a group of G per prompt, flattened:
-            repeat the prompt and its record G times).
-        records: (N,) records holding the task fields; a "prompt" key in them
-            is ignored in favour of `prompts`.
-    Returns:
-        (N,) floats. A reward that raises, or returns NaN / inf / a non-number,
-        is reported as a ValueError naming the prompt and the completion.
+
+def score(reward_fn, prompts, completions, records) -> list[float]:
+    """Rewards of a batch: [reward_fn(prompts[i], completions[i], **records[i])], N of each.
+
+    A reward that raises, or returns NaN / inf / a non-number, is reported as a ValueError naming the
+    prompt and the completion: the run stops rather than hide the bug.
     """
     if not len(prompts) == len(completions) == len(records):
         raise ValueError(f"prompts, completions and records differ in length: "

@@ -1,24 +1,14 @@
-"""Group sampling: G completions per prompt from a causal LM with a KV cache.
+"""Stages 1-2 of a GRPO step: sample a group of G completions per prompt with a KV cache, then score them.
 
-GRPO's first stage (DeepSeekMath, section 4.1): for each prompt q, sample a
-group of G outputs {o_1, ..., o_G} from the old policy. Generation is most of
-the cost of GRPO, so it is done the way inference engines do it:
-
-1. **prefill once per prompt**: run the B (left-padded) prompts through the
-   model once, filling the key/value cache;
-2. **share it with the group**: repeat each prompt's cache G times
-   (B -> B*G rows), instead of running the same prompt G times;
-3. **decode one token per step**: feed only the newest token, reusing the
-   cache, until every row has produced EOS or `max_new_tokens` is reached.
-
-For every sampled token we keep log pi(token | prefix) at the sampling
-temperature. Top-k / top-p only restrict which tokens can be drawn; the
-log-prob is always that of the full tempered distribution, i.e. the same
-number the training forward pass (`model.completion_logprobs`) computes for
-the same token, so it can serve as the old policy's log-prob.
+DeepSeekMath §4.1: for each prompt q, sample G outputs from the old policy. As inference engines do,
+the B prompts are prefilled once and each prompt's cache is shared by its G samples (B -> N = B*G
+rows); decoding feeds only the newest token. The log-prob of each sampled token is that of the full
+tempered distribution (top-k / top-p only restrict what is drawn), the number the training forward
+computes, so it serves as the old policy's.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -26,18 +16,21 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .model import cache_kwarg, positions
+from .reward import score
+from .tasks import is_correct
+from .tokenizer import decode_batch, encode
 
 
 @dataclass
 class Samples:
-    """A batch of B prompts x G completions (rows of one prompt are contiguous)."""
-    prompt_ids: torch.Tensor       # (B*G, P) left-padded prompt tokens
-    prompt_mask: torch.Tensor      # (B*G, P) 1 for real prompt tokens
-    completion_ids: torch.Tensor   # (B*G, T) right-padded with PAD after EOS
-    completion_mask: torch.Tensor  # (B*G, T) 1 up to and including EOS
-    logps: torch.Tensor            # (B*G, T) log pi_old(token | prefix), 0 where masked
-    entropy: torch.Tensor          # (B*G, T) entropy of pi_old(. | prefix) at each step, 0 where masked
-    truncated: torch.Tensor        # (B*G,) True where no EOS within max_new_tokens
+    """A batch of B prompts x G completions: N = B*G rows, the G rows of one prompt contiguous."""
+    prompt_ids: torch.Tensor       # (N, P) left-padded prompt tokens
+    prompt_mask: torch.Tensor      # (N, P) 1 for real prompt tokens
+    completion_ids: torch.Tensor   # (N, T) right-padded with PAD after EOS
+    completion_mask: torch.Tensor  # (N, T) 1 up to and including EOS
+    logps: torch.Tensor            # (N, T) log pi_old(token | prefix), 0 where masked
+    entropy: torch.Tensor          # (N, T) entropy of pi_old(. | prefix) at each step, 0 where masked
+    truncated: torch.Tensor        # (N,) True where no EOS within max_new_tokens
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -56,31 +49,17 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 @torch.no_grad()
-def sample_group(
-    model: torch.nn.Module,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    *,
-    group_size: int,
-    max_new_tokens: int,
-    eos_id: int,
-    pad_id: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-) -> Samples:
-    """Sample `group_size` completions for each of B left-padded prompts.
+def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int,
+                 max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None) -> Samples:
+    """Sample G = `group_size` completions for each of B left-padded prompts.
 
-    | arg         | shape  | meaning                                 |
-    |-------------|--------|-----------------------------------------|
-    | prompt_ids  | (B, P) | prompt tokens, left-padded with pad_id  |
-    | prompt_mask | (B, P) | 1 for real tokens, 0 for padding        |
+    Symbol      | Shape  | Description
+    prompt_ids  | (B, P) | prompt tokens, left-padded with pad_id
+    prompt_mask | (B, P) | 1 for real tokens, 0 for padding
 
-    `greedy=True` takes the most likely token (evaluation); the returned
-    log-probs are still those of the tempered distribution.
-    Returns a `Samples` with B*G rows; completion length T <= max_new_tokens.
+    `greedy=True` takes the most likely token (evaluation); the log-probs are still those of the
+    tempered distribution. Returns a `Samples` of N = B*G rows; completion length T <= max_new_tokens.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
@@ -94,39 +73,39 @@ def sample_group(
     pos = positions(prompt_mask)                                              # (B, P)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True)
     logits = out.logits[:, -1, :].float()                                     # (B, V)
-    # 2. share each prompt's cache with its G samples
-    cache.batch_repeat_interleave(G)                                          # (B*G, ...) per layer
-    logits = logits.repeat_interleave(G, dim=0)                               # (B*G, V)
-    attn = prompt_mask.repeat_interleave(G, dim=0)                            # (B*G, P)
-    next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (B*G, 1)
+    # 2. share each prompt's cache with its G samples: B -> N = B*G rows
+    cache.batch_repeat_interleave(G)                                          # (N, ...) per layer
+    logits = logits.repeat_interleave(G, dim=0)                               # (N, V)
+    attn = prompt_mask.repeat_interleave(G, dim=0)                            # (N, P)
+    next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (N, 1)
     N = B * G
-    done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (B*G,)
+    done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (N,)
     tokens, logps, masks, entropies = [], [], [], []
     # 3. decode one token per step
     for t in range(max_new_tokens):
-        logp_all = F.log_softmax(logits / temperature, dim=-1)                # (B*G, V)
-        probs = logp_all.softmax(-1)                                          # (B*G, V) = exp(logp_all)
+        logp_all = F.log_softmax(logits / temperature, dim=-1)                # (N, V)
+        probs = logp_all.softmax(-1)                                          # (N, V) = exp(logp_all)
         if greedy:
-            tok = logp_all.argmax(-1)                                         # (B*G,)
+            tok = logp_all.argmax(-1)                                         # (N,)
         else:
             filtered = top_k or top_p < 1.0
-            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (B*G, V)
-            tok = torch.multinomial(probs_drawn, 1, generator=generator).squeeze(-1)  # (B*G,)
-        tok = tok.masked_fill(done, pad_id)                                   # (B*G,)
+            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (N, V)
+            tok = torch.multinomial(probs_drawn, 1, generator=generator).squeeze(-1)  # (N,)
+        tok = tok.masked_fill(done, pad_id)                                   # (N,)
         masks.append(~done)
-        logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (B*G,)
-        entropies.append(-(probs * logp_all).sum(-1) * (~done))              # (B*G,)
+        logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (N,)
+        entropies.append(-(probs * logp_all).sum(-1) * (~done))              # (N,)
         tokens.append(tok)
         done = done | (tok == eos_id)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (B*G, P+t+1)
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (N, P+t+1)
         out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv, use_cache=True)
-        logits = out.logits[:, -1, :].float()                                 # (B*G, V)
+        logits = out.logits[:, -1, :].float()                                 # (N, V)
         next_pos = next_pos + 1
     model.train(was_training)
-    completion_ids = torch.stack(tokens, dim=1)                               # (B*G, T)
-    completion_mask = torch.stack(masks, dim=1).long()                        # (B*G, T)
+    completion_ids = torch.stack(tokens, dim=1)                               # (N, T)
+    completion_mask = torch.stack(masks, dim=1).long()                        # (N, T)
     return Samples(
         prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
         prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
@@ -147,3 +126,32 @@ def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[tor
         ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
         mask[i, P - len(p):] = 1
     return ids.to(device), mask.to(device)
+
+
+@dataclass
+class Rollout:
+    """Stages 1-2 of a step: the sampled batch, its text, and what the reward made of it."""
+    samples: Samples
+    completions: list[str]   # (N,) decoded completions
+    rewards: torch.Tensor    # (N,) float rewards
+    correct: list[bool]      # (N,) whether each final answer is right (tasks.is_correct)
+    sample_s: float          # seconds spent sampling and decoding
+
+
+def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.Generator) -> Rollout:
+    """Sample G completions for each of the B prompt `records` with the Config's settings, and score them."""
+    t0 = time.perf_counter()
+    device = next(policy.parameters()).device
+    G = cfg.group_size
+    prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"]) for r in records],
+                                          tok.pad_token_id, device)                      # (B, P)
+    s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
+                     eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, temperature=cfg.temperature,
+                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)               # N rows
+    completions = decode_batch(tok, s.completion_ids)
+    sample_s = time.perf_counter() - t0
+    group_records = [r for r in records for _ in range(G)]                                  # (N,)
+    rewards = torch.tensor(score(reward_fn, [r["prompt"] for r in group_records], completions, group_records),
+                           dtype=torch.float32, device=device)                              # (N,)
+    correct = [is_correct(r, c) for r, c in zip(group_records, completions)]
+    return Rollout(s, completions, rewards, correct, sample_s)

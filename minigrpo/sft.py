@@ -1,36 +1,22 @@
-"""SFT warm start: supervised next-token training on task demonstrations.
+"""The SFT warm start: supervised next-token training on demonstrations, before GRPO.
 
-GRPO learns only from groups whose rewards differ, so it needs a policy that
-already gets some answers right (DeepSeekMath starts GRPO from an
-instruction-tuned model; DeepSeek-R1 from a "cold start" SFT). This file
-trains the policy on demonstrations: the prompt followed by a worked
-completion (`record["solution"]` if present, else `record["answer"]`) and EOS,
-with the cross-entropy loss on the completion tokens only.
-
-Sequences are [BOS prompt completion EOS], right-padded; positions start at 0
-on BOS, as they do for the left-padded prompts of the sampler.
+GRPO learns only from groups whose rewards differ, so it needs a policy that already gets some answers
+right (DeepSeekMath starts from an instruction-tuned model, R1 from a "cold start" SFT). Sequences are
+[BOS prompt completion EOS], with the cross-entropy on the completion only.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .optim import make_optimizer, optimizer_step, set_lr, sft_lr
+from .tasks import demonstration
 from .tokenizer import encode
 
 
-def demonstration(record: dict) -> str:
-    """The completion a demonstration teaches: the worked solution if any, else the answer."""
-    return record.get("solution", record["answer"])
-
-
 def sft_batch(tok, records: list[dict], device=None):
-    """Token ids, attention mask and labels (-100 outside the completion) for `records`.
-
-    Returns input_ids (N, L), attention_mask (N, L), labels (N, L).
-    """
+    """input_ids (N, L), attention_mask (N, L) and labels (N, L) (-100 outside the completion) of N records."""
     seqs, starts = [], []
     for r in records:
         prompt = encode(tok, r["prompt"])
@@ -53,43 +39,29 @@ def sft_loss(model, ids, mask, labels) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
-def train_sft(model, tok, records: list[dict], *, steps: int, batch_size: int, lr: float,
-              seed: int = 0, device=None, progress: bool = True, weight_decay: float = 0.01) -> list[float]:
-    """Train `model` in place for `steps` AdamW steps on `records`; returns the loss per step.
+def train_sft(model, tok, records: list[dict], cfg, *, device=None, progress: bool = True) -> list[float]:
+    """Train `model` in place for cfg.sft_steps AdamW steps on `records`; returns the loss of each step.
 
-    Batches are drawn without replacement from a seeded shuffle (epochs repeat
-    with a new shuffle); the learning rate warms up for 5% of the steps, then
-    follows a cosine down to 10% of `lr`.
+    Batches of cfg.sft_batch_size are drawn without replacement from a seeded shuffle (each epoch a new
+    one); the learning rate follows optim.sft_lr (warm-up, then a cosine).
     """
     if not records:
         raise ValueError("SFT needs at least one demonstration")
     device = device or next(model.parameters()).device
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac)))
-
-    gen = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(model.parameters(), cfg.sft_lr, cfg.sft_adam_beta1, cfg.sft_adam_beta2, cfg.sft_weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
     losses = []
-    bar = tqdm(range(steps), desc="SFT", disable=not progress, mininterval=0.5)
+    bar = tqdm(range(cfg.sft_steps), desc="SFT", disable=not progress, mininterval=0.5)
     for step in bar:
-        if len(order) < batch_size:
+        if len(order) < cfg.sft_batch_size:
             order += torch.randperm(len(records), generator=gen).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        ids, mask, labels = sft_batch(tok, [records[i] for i in idx], device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+        idx, order = order[:cfg.sft_batch_size], order[cfg.sft_batch_size:]
+        ids, mask, labels = sft_batch(tok, [records[i] for i in idx], device)   # (N, L) each
+        set_lr(opt, sft_lr(step, cfg))
         loss = sft_loss(model, ids, mask, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(model, opt, loss, cfg.sft_grad_clip)
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)

@@ -1,22 +1,10 @@
-"""A character-level tokenizer for arithmetic and equation solving.
+"""A character-level tokenizer for arithmetic and the note's equations (section 6), as a PreTrainedTokenizerFast.
 
-Every character is one token: digits, operators, `x`, `=`, space, punctuation
-(ASCII and Chinese), the Chinese characters of the source document's equation
-example (section 6: "求解方程 2x+3=7 ... 移项得 ... 计算得 ... 两边除以 ... 得x=2")
-and four special tokens. It is exposed as a transformers
-`PreTrainedTokenizerFast`, so `AutoTokenizer.from_pretrained(dir)` loads a saved
-one and other tools (TRL, pipelines) can use it.
+Every character is one token: digits, operators, `x`, punctuation, the Chinese characters of the
+document's equation example, and four special tokens. A character with no token is an error that
+names it (`encode` checks; `tok(text)` would map it to <unk>): dropping it would change the problem.
 
-A character outside the vocabulary is an error that names the character: a
-character-level model cannot spell what it has no token for, and dropping it
-silently would change the problem the model is asked to solve. (The engine
-always goes through `encode`, which checks; calling the transformers object
-directly, `tok(text)`, maps such a character to `<unk>` as transformers
-tokenizers do.)
-
-    tok = build_tokenizer()
-    ids = encode(tok, "12+34=")        # [BOS, '1', '2', '+', '3', '4', '=']
-    decode(tok, ids)                   # '12+34='
+    encode(tok, "12+34=")   # [BOS, '1', '2', '+', '3', '4', '=']
 """
 from __future__ import annotations
 
@@ -90,7 +78,7 @@ def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bo
 def decode_batch(tok: PreTrainedTokenizerFast, rows) -> list[str]:
     """`decode` of every row of `rows` (a (N, T) tensor or lists of ids), with one id -> text table.
 
-    A GRPO step decodes B*G completions; looking each token up in a plain list
+    A GRPO step decodes N = B*G completions; looking each token up in a plain list
     is about 10x faster than asking the tokenizer row by row.
     """
     rows = rows.tolist() if hasattr(rows, "tolist") else rows

@@ -72,3 +72,49 @@ def test_data_command_is_deterministic(tmp_path):
             mine = open(os.path.join(tmp_path, "d", name, f"{split}.jsonl"), "rb").read()
             committed = open(os.path.join(ROOT, "data", name, f"{split}.jsonl"), "rb").read()
             assert mine == committed, (name, split)
+
+
+def parsed_config(*argv):
+    from minigrpo.__main__ import _config, build_parser
+    return _config(build_parser().parse_args(["train", *argv]))
+
+
+def test_options_take_underscores_or_hyphens_and_only_given_ones_override():
+    assert parsed_config("--group_size", "3").group_size == 3
+    assert parsed_config("--group-size", "5", "--eps-high", "0.3").group_size == 5
+    cfg = parsed_config("--preset", "tiny", "--mask_truncated", "true", "--no_skip_zero_adv")
+    assert (cfg.preset, cfg.hidden_size, cfg.mask_truncated, cfg.skip_zero_adv) == ("tiny", 32, True, False)
+    assert parsed_config("--preset", "equations").lr == 2e-5   # the preset's value, not the dataclass default
+
+
+def test_help_shows_every_field_with_its_comment():
+    out = cli("train", "--help").stdout
+    from minigrpo.config import FIELDS
+    for name in FIELDS:
+        assert f"--{name}" in out, name
+    assert "G: completions sampled per prompt (G >= 2) (default 8)" in " ".join(out.split())
+    assert "--group-size" in out and "--config FILE" in out
+
+
+def test_config_file_then_options(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: tiny\ngroup_size: 3\nlr: 0.002\n")
+    cfg = parsed_config("--config", str(tmp_path / "run.yaml"), "--lr", "0.005")
+    assert (cfg.preset, cfg.hidden_size, cfg.group_size, cfg.lr) == ("tiny", 32, 3, 0.005)
+    (tmp_path / "run.json").write_text(json.dumps({"group_size": 6}))
+    cfg = parsed_config("--config", str(tmp_path / "run.json"), "--preset", "gpu")
+    assert (cfg.preset, cfg.task, cfg.group_size) == ("gpu", "arithmetic_hard", 6)
+
+
+def test_a_runs_saved_config_reruns_it(tmp_path):
+    first = str(tmp_path / "first")
+    out = cli("train", "--preset", "tiny", "--steps", "3", "--reward", "correct,format:0.5", "--sft_steps", "40",
+              "--out_dir", first, "--no-progress")
+    assert out.returncode == 0, out.stderr
+    saved = json.load(open(os.path.join(first, "run_config.json")))
+    assert saved["steps"] == 3 and saved["reward"] == "correct,format:0.5" and saved["out_dir"] == first
+    again = str(tmp_path / "again")
+    out = cli("train", "--config", os.path.join(first, "run_config.json"), "--out_dir", again, "--no-progress")
+    assert out.returncode == 0, out.stderr
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in ("sample_s", "learn_s")}
+             for line in open(os.path.join(d, "metrics.jsonl"))] for d in (first, again)]
+    assert len(rows[0]) == 3 and rows[0] == rows[1]

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from minigrpo.data import (DATASETS, dataset_path, load_split, read_jsonl, write_all,
-                           write_jsonl)
+from minigrpo.course.datasets import DATASETS, write_all
+from minigrpo.data import dataset_path, load_split, read_records
+from minigrpo.files import write_jsonl
 from minigrpo.tasks import parse_answer
 from minigrpo.tokenizer import VOCAB_CHARS
 
@@ -30,7 +31,7 @@ def generated(tmp_path_factory):
 @pytest.fixture(scope="module")
 def splits(generated):
     d1 = generated[0]
-    return {key: read_jsonl(d1 / f"{key}.jsonl") for key in FILES}
+    return {key: read_records(d1 / f"{key}.jsonl") for key in FILES}
 
 
 # --- generation --------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def test_write_read_roundtrip_keeps_chinese_unescaped(tmp_path):
     rows = [{"prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2}, {"prompt": "1+1=", "answer": "2"}]
     path = tmp_path / "sub" / "x.jsonl"
     write_jsonl(path, rows)
-    assert read_jsonl(path) == rows
+    assert read_records(path) == rows
     text = path.read_text(encoding="utf-8")
     assert "求解方程" in text and "\\u" not in text and text.count("\n") == 2
     assert [p.name for p in path.parent.iterdir()] == ["x.jsonl"]  # no temp file left behind
@@ -156,14 +157,28 @@ def test_read_errors_name_file_and_line(tmp_path, line, problem):
     good = json.dumps({"prompt": "1+1=", "answer": "2"})
     path.write_text(f"{good}\n\n{line}\n{good}\n", encoding="utf-8")  # the bad line is line 3
     with pytest.raises(ValueError) as e:
-        read_jsonl(path)
+        read_records(path)
     msg = str(e.value)
     assert str(path) in msg and "line 3" in msg and problem in msg
 
 
+def test_text_that_is_not_utf8_or_a_file_with_no_record_is_one_line_naming_the_file(tmp_path):
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"prompt": "1+1=", "answer": "2"}\n{"prompt": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(ValueError) as e:
+        read_records(latin1)
+    assert str(e.value) == f"{latin1}, line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    for text in ("", "\n  \n"):
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError) as e:
+            read_records(empty)
+        assert str(e.value) == f"{empty} holds no records (the file is empty)"
+
+
 def test_missing_file_says_how_to_generate(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"python -m minigrpo data"):
-        read_jsonl(tmp_path / "nope.jsonl")
+        read_records(tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError, match="nope"):
         load_split("arithmetic", "train", tmp_path / "nope")
 

@@ -114,6 +114,24 @@ def test_bad_data_lines_name_file_line_and_problem(tmp_path, capsys, split, line
     assert words in lines[0]
 
 
+@pytest.mark.parametrize("name, text, words", [
+    ("nope.json", None, "config file {path} not found"),
+    ("bad.json", '{"group_size": 3,', "{path}: not valid JSON (Expecting property name"),
+    ("bad.yaml", "group_size: [3", "{path}: not valid YAML ("),
+    ("list.json", "[1, 2]", "{path}: expected a mapping of config fields, got list"),
+    ("typo.yaml", "group_sise: 3", "{path}: unknown config field 'group_sise'"),
+    ("value.json", '{"group_size": 1}', "group_size=1 must be >= 2"),
+])
+def test_bad_config_files(tmp_path, capsys, name, text, words):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    rc, lines, err = run_cli(tiny(tmp_path, "--config", str(path)), capsys)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert words.format(path=path) in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_data_says_how_to_generate_it(tmp_path, capsys):
     rc, lines, _ = run_cli(tiny(tmp_path, "--data_dir", str(tmp_path / "nowhere")), capsys)
     assert rc == 2 and len(lines) == 1
@@ -142,10 +160,44 @@ def test_corrupt_weights(tmp_path, data, capsys, sft_checkpoint):
 
 
 def test_corrupt_trainer_state(tmp_path, capsys, sft_checkpoint):
-    with open(os.path.join(sft_checkpoint, "minigrpo_state.pt"), "wb") as f:
-        f.write(b"not a torch file")
+    with open(os.path.join(sft_checkpoint, "trainer_state.json"), "w") as f:
+        f.write("not json")
     rc, lines, _ = run_cli(["train", "--resume", sft_checkpoint], capsys)
-    assert rc == 2 and len(lines) == 1 and "minigrpo_state.pt' is corrupt" in lines[0]
+    assert rc == 2 and len(lines) == 1 and "trainer_state.json' is corrupt" in lines[0]
+
+
+class WritesAFile:
+    """A pickle that, when loaded, writes a file: what a shared checkpoint could do to a learner's machine."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_cannot_run_code_when_evaluated_or_resumed(tmp_path, data, capsys, sft_checkpoint):
+    marker = tmp_path / "the-pickle-ran"
+    # minigrpo 0.1 kept the trainer state as a pickle; one that runs code when unpickled
+    os.remove(os.path.join(sft_checkpoint, "trainer_state.json"))
+    torch.save({"config": {}, "step": 5, "payload": WritesAFile(str(marker))},
+               os.path.join(sft_checkpoint, "minigrpo_state.pt"))
+    torch.load(os.path.join(sft_checkpoint, "minigrpo_state.pt"), weights_only=False)   # what 0.1 did with it
+    assert marker.exists()                                 # the file is a working exploit ...
+    marker.unlink()
+    rc, lines, _ = run_cli(["eval", "--checkpoint", sft_checkpoint,
+                            "--data", str(data / "arithmetic" / "test.jsonl")], capsys)
+    assert rc == 0 and not marker.exists()                 # evaluated from the weights; the pickle never read
+    rc, lines, _ = run_cli(tiny(tmp_path, "--data_dir", str(data), "--resume", sft_checkpoint), capsys)
+    assert rc == 2 and len(lines) == 1 and not marker.exists()
+    assert "holds its trainer state as a pickle (minigrpo_state.pt" in lines[0] and "is not read" in lines[0]
+    # weights as a pickle (pytorch_model.bin) in place of model.safetensors: refused, not unpickled
+    os.remove(os.path.join(sft_checkpoint, "model.safetensors"))
+    torch.save({"model.embed_tokens.weight": WritesAFile(str(marker))},
+               os.path.join(sft_checkpoint, "pytorch_model.bin"))
+    rc, lines, _ = run_cli(["eval", "--checkpoint", sft_checkpoint,
+                            "--data", str(data / "arithmetic" / "test.jsonl")], capsys)
+    assert rc == 2 and len(lines) == 1 and "could not be loaded" in lines[0] and not marker.exists()
 
 
 def test_resuming_from_an_sft_checkpoint_points_to_init(tmp_path, data, capsys, sft_checkpoint):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigrpo.exercises import lesson01
+from minigrpo.course.exercises import lesson01
 from minigrpo.loss import clipped_surrogate
 
 from nbcells import cell_containing, code_cells, exec_cells, source

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from minigrpo.advantage import group_advantages
-from minigrpo.exercises import lesson02
+from minigrpo.course.exercises import lesson02
 
 from nbcells import cell_containing, code_cells, exec_cells, source
 

@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 
-from minigrpo import viz
-from minigrpo.exercises import lesson03
+from minigrpo.course import viz
+from minigrpo.course.exercises import lesson03
 from minigrpo.loss import clipped_surrogate
 
 from nbcells import cell_containing, code_cells, exec_cells as load, outputs_text, source

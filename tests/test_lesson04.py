@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from minigrpo.exercises import lesson04
+from minigrpo.course.exercises import lesson04
 from minigrpo.loss import LOSS_TYPES, aggregate, grpo_loss, kl_estimate
 
 from nbcells import cell_containing, code_cells, exec_cells as load, outputs_text, source

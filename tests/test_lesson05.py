@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from minigrpo.exercises import lesson05
+from minigrpo.course.exercises import lesson05
 from minigrpo.model import completion_logprobs
 from minigrpo.sampler import pad_prompts, sample_group
 from minigrpo.tasks import parse_answer, solution

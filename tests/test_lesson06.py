@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from minigrpo.data import load_split
 from minigrpo.evaluate import evaluate
-from minigrpo.exercises import lesson06
+from minigrpo.course.exercises import lesson06
 from minigrpo.logger import STEP_KEYS
 from minigrpo.reward import combine
 

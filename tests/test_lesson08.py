@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from minigrpo.compare import METHODS, table
-from minigrpo.exercises import lesson08
+from minigrpo.course.compare import METHODS, table
+from minigrpo.course.exercises import lesson08
 
 from nbcells import function_defined
 
@@ -78,7 +78,8 @@ def test_rloo_over_grpo_checker_rejects_the_population_std():
 
 
 def test_the_hand_cases_agree_with_the_engine():
-    from minigrpo.ppo import baseline_advantages, gae
+    from minigrpo.advantage import baseline_advantages
+    from minigrpo.ppo import gae
     for rewards, G, expected in lesson08.RLOO_CASES:
         got = baseline_advantages(torch.tensor(rewards, dtype=torch.float64), G, "rloo")
         torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))

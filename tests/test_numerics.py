@@ -115,15 +115,15 @@ def test_far_moved_policy_keeps_the_clipped_loss_finite():
 
 
 def test_non_finite_loss_stops_the_cli_with_one_line(tmp_path, capsys, monkeypatch):
-    import minigrpo.trainer as trainer
-    real, calls = trainer.grpo_loss, {"n": 0}
+    import minigrpo.optim as optim
+    real, calls = optim.grpo_loss, {"n": 0}
 
     def nan_from_step_3(*args, **kw):
         loss, stats = real(*args, **kw)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] >= 3 else loss), stats
 
-    monkeypatch.setattr(trainer, "grpo_loss", nan_from_step_3)
+    monkeypatch.setattr(optim, "grpo_loss", nan_from_step_3)
     out = tmp_path / "run"
     rc = main(["train", "--preset", "tiny", "--sft_steps", "1", "--steps", "4", "--save_every", "1",
                "--skip_zero_adv", "false", "--no-progress", "--out_dir", str(out)])

@@ -5,7 +5,7 @@ import re
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE_MAY_IMPORT = {"torch", "transformers", "tokenizers", "numpy", "tqdm", "minigrpo"}
+ENGINE_MAY_IMPORT = {"torch", "transformers", "tokenizers", "safetensors", "numpy", "tqdm", "yaml", "minigrpo"}
 LAZY_ONLY = {"matplotlib", "ipywidgets", "IPython"}  # allowed inside functions of viz/plot code
 
 

@@ -5,13 +5,14 @@ import os
 import pytest
 import torch
 
-from minigrpo.checkpoint import load_checkpoint
-from minigrpo.compare import value_errors
+from minigrpo.advantage import baseline_advantages
+from minigrpo.checkpoint import load_model, load_state
+from minigrpo.course.values import monte_carlo_values, value_errors
 from minigrpo.config import make_config
 from minigrpo.model import build_model
-from minigrpo.ppo import Critic, baseline_advantages, gae, monte_carlo_values, rl_step, value_loss, whiten
+from minigrpo.ppo import Critic, gae, ppo_step, value_loss, whiten
 from minigrpo.tokenizer import build_tokenizer
-from minigrpo.trainer import train_grpo
+from minigrpo.trainer import grpo_step, train_grpo
 
 RECORDS = [{"task": "arithmetic", "prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in [(1, 2), (3, 4), (12, 30)]]
 
@@ -93,13 +94,15 @@ def test_critic_starts_at_zero_and_trains_apart_from_the_policy():
 
 
 @pytest.mark.parametrize("algo", ["ppo", "reinforce", "rloo"])
-def test_rl_step_learns_from_reward_alone(algo):
+def test_each_method_learns_from_reward_alone(algo):
     cfg, tok, model = setup(algo=algo, group_size=8, max_new_tokens=2, lr=1e-2)
     critic = Critic(model, cfg) if algo == "ppo" else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     reward = lambda p, c, **f: float(c[:1].isdigit())
-    rows = [rl_step(model, critic, tok, opt, RECORDS, reward, cfg, gen) for _ in range(15)]
+    step = (lambda: ppo_step(model, critic, tok, opt, RECORDS, reward, cfg, gen)) if critic else \
+        (lambda: grpo_step(model, None, tok, opt, RECORDS, reward, cfg, gen))
+    rows = [step() for _ in range(15)]
     assert rows[-1]["reward_mean"] > 2 * rows[0]["reward_mean"], [r["reward_mean"] for r in rows]
 
 
@@ -108,7 +111,7 @@ def test_the_critic_learns_the_value_of_a_constant_reward():
     critic = Critic(model, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
-    rows = [rl_step(model, critic, tok, opt, RECORDS, lambda p, c, **f: 1.0, cfg, gen) for _ in range(20)]
+    rows = [ppo_step(model, critic, tok, opt, RECORDS, lambda p, c, **f: 1.0, cfg, gen) for _ in range(20)]
     assert rows[0]["value_mae"] == 1.0                      # V = 0 at first, R = 1
     assert rows[-1]["value_mae"] < 0.2, [round(r["value_mae"], 3) for r in rows]
 
@@ -119,7 +122,7 @@ def test_rloo_skipping_constant_groups_gives_the_same_update():
     for skip in (True, False):
         cfg, tok, model = setup(algo="rloo", group_size=8, skip_zero_adv=skip, grad_clip=0.0)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        rl_step(model, None, tok, opt, RECORDS, reward, cfg, torch.Generator().manual_seed(0))
+        grpo_step(model, None, tok, opt, RECORDS, reward, cfg, torch.Generator().manual_seed(0))
         results.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
@@ -150,13 +153,13 @@ def test_ppo_checkpoint_holds_the_critic_and_resumes_exactly(tmp_path):
         cfg, tok, model = setup(algo="ppo", out_dir=str(tmp_path / name), steps=steps, save_every=2, eval_every=2,
                                 reward="correct,format:0.5")
         if resume:
-            model = load_checkpoint(resume)[0]
+            model = load_model(resume)[0]
         return train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, resume=resume, progress=False)
 
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("sample_s", "learn_s")} for r in rows]
     full = run("full", 4)
     run("split", 2)
     ckpt = str(tmp_path / "split" / "checkpoint")
-    assert "critic" in load_checkpoint(ckpt)[2]["extra"]
+    assert "critic" in load_state(ckpt)["extra"]
     assert strip(run("split", 4, resume=ckpt)) == strip(full)
     assert all("value_loss" in r and "value_mae" in r for r in full)

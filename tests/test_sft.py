@@ -12,7 +12,8 @@ import torch
 from minigrpo.config import make_config
 from minigrpo.evaluate import generate
 from minigrpo.model import build_model
-from minigrpo.sft import demonstration, sft_batch, sft_loss, train_sft
+from minigrpo.sft import sft_batch, sft_loss, train_sft
+from minigrpo.tasks import demonstration
 from minigrpo.tokenizer import encode
 
 RECORDS = [
@@ -79,7 +80,7 @@ def test_sft_loss_is_mean_completion_cross_entropy(tok):
 def test_train_sft_rejects_empty_records(tok):
     model = build_model(make_config("tiny"), tok)
     with pytest.raises(ValueError, match="at least one"):
-        train_sft(model, tok, [], steps=1, batch_size=2, lr=1e-3, progress=False)
+        train_sft(model, tok, [], make_config("tiny", sft_steps=1, sft_batch_size=2), progress=False)
 
 
 # ---------------------------------------------------------------- training
@@ -88,7 +89,8 @@ def test_train_sft_rejects_empty_records(tok):
 @pytest.fixture(scope="module")
 def trained(tok):
     model = build_model(make_config("tiny", seed=0), tok)
-    losses = train_sft(model, tok, RECORDS, steps=150, batch_size=8, lr=3e-3, seed=0, progress=False)
+    losses = train_sft(model, tok, RECORDS, make_config("tiny", sft_steps=150, sft_batch_size=8, sft_lr=3e-3, seed=0),
+                       progress=False)
     return model, losses
 
 
@@ -111,6 +113,7 @@ def test_train_sft_memorises_the_answers(trained, tok):
 def test_train_sft_is_reproducible(tok):
     def run():
         model = build_model(make_config("tiny", seed=2), tok)
-        return train_sft(model, tok, RECORDS, steps=5, batch_size=3, lr=3e-3, seed=4, progress=False)
+        return train_sft(model, tok, RECORDS, make_config("tiny", sft_steps=5, sft_batch_size=3, sft_lr=3e-3, seed=4),
+                         progress=False)
 
     assert run() == run()

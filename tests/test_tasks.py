@@ -4,8 +4,9 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minigrpo.tasks import (STYLES, classify_style, equation_text, is_correct, make_arithmetic,
-                            make_equation, parse_answer, parse_equation, solution)
+from minigrpo.course.datasets import make_arithmetic, make_equation
+from minigrpo.tasks import (STYLES, classify_style, equation_text, is_correct,
+                            parse_answer, parse_equation, solution)
 from minigrpo.tokenizer import VOCAB_CHARS
 
 DOC = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}

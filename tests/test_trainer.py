@@ -10,7 +10,9 @@ from minigrpo.config import make_config
 from minigrpo.logger import STEP_KEYS, read_metrics
 from minigrpo.model import build_model
 from minigrpo.tokenizer import build_tokenizer, encode
-from minigrpo.trainer import grpo_step, parse_reward, prompt_batch, train_grpo
+from minigrpo.data import prompt_batch
+from minigrpo.reward import parse_reward
+from minigrpo.trainer import grpo_step, train_grpo
 
 DIGITS = "0123456789"
 RECORDS = [{"task": "arithmetic", "prompt": f"{a}+{b}=", "answer": str(a + b), "a": a, "b": b, "op": "+"}
@@ -134,14 +136,15 @@ def test_train_writes_fixed_keys_and_resumes_exactly(tmp_path):
 def test_equation_runs_log_the_style_of_correct_test_answers(tmp_path):
     """Evaluation rows of an equations run carry the section-6 style shares; arithmetic rows do not."""
     from minigrpo.sft import train_sft
-    from minigrpo.tasks import STYLES, make_equation, solution
+    from minigrpo.course.datasets import make_equation
+    from minigrpo.tasks import STYLES, solution
     import random
     rng = random.Random(0)
     eqs = [make_equation(rng) for _ in range(8)]
     cfg, tok, model = setup(out_dir=str(tmp_path), task="equations", reward="rubric", max_new_tokens=48,
                             steps=2, eval_every=1, eval_size=4, save_every=0)
     demos = [{**r, "solution": solution(r, "complete")} for r in eqs]   # teach the complete style only
-    train_sft(model, tok, demos, steps=60, batch_size=8, lr=3e-3, progress=False)
+    train_sft(model, tok, demos, make_config("tiny", sft_steps=60, sft_batch_size=8, sft_lr=3e-3), progress=False)
     rows = train_grpo(model, tok, cfg, eqs, eqs, progress=False)
     for r in rows:
         shares = r["eval_style_shares"]
@@ -151,19 +154,112 @@ def test_equation_runs_log_the_style_of_correct_test_answers(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import minigrpo.trainer as trainer
+    import minigrpo.optim as optim
     calls = {"n": 0}
-    real = trainer.grpo_loss
+    real = optim.grpo_loss
 
     def nan_from_step_3(*args, **kw):
         loss, stats = real(*args, **kw)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] >= 3 else loss), stats
 
-    monkeypatch.setattr(trainer, "grpo_loss", nan_from_step_3)
+    monkeypatch.setattr(optim, "grpo_loss", nan_from_step_3)
     cfg, tok, model = setup(out_dir=str(tmp_path), steps=4, save_every=1, eval_every=0, skip_zero_adv=False)
     with pytest.raises(FloatingPointError, match=r"step 3: non-finite GRPO loss .* last good checkpoint \(step 2\)"):
         train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
     _, _, state = load_checkpoint(os.path.join(cfg.out_dir, "checkpoint"))
     assert state["step"] == 2
     assert [r["step"] for r in read_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"))] == [1, 2]
+
+
+def _kl_run(tmp_path, name, steps, start=None, resume=None):
+    """A run with a KL term (beta > 0, so a reference model) that starts from the checkpoint `start`."""
+    cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=steps, save_every=2, eval_every=2, beta=0.2,
+                      num_iterations=2, lr=1e-2, reward="correct,format:0.5")
+    model, tok = load_checkpoint(resume or start)[:2]
+    rows = train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, resume=resume, start=None if resume else start,
+                      progress=False)
+    return cfg, model, rows
+
+
+@pytest.fixture
+def start(tmp_path):
+    """An SFT start that answers with numbers, so that the format reward differs within a group."""
+    from minigrpo.checkpoint import save_checkpoint
+    from minigrpo.sft import train_sft
+    cfg, tok, model = setup(sft_steps=60, sft_batch_size=8, sft_lr=3e-3)
+    train_sft(model, tok, RECORDS, cfg, progress=False)
+    return save_checkpoint(str(tmp_path / "start"), model, tok, cfg=cfg)
+
+
+def test_the_reference_is_named_not_copied_and_a_kl_run_resumes_exactly(tmp_path, start):
+    from minigrpo.checkpoint import file_sha256, load_state
+    _, full_model, full = _kl_run(tmp_path, "full", 4, start=start)
+    assert full[-1]["kl"] > 0
+    cfg, _, _ = _kl_run(tmp_path, "split", 2, start=start)
+    ckpt = os.path.join(cfg.out_dir, "checkpoint")
+    reference = load_state(ckpt)["extra"]["reference"]
+    weights = os.path.join(start, "model.safetensors")
+    assert reference == {"path": weights, "sha256": file_sha256(weights)}
+    assert "reference.safetensors" not in os.listdir(ckpt)   # the start checkpoint holds pi_ref already
+    _, resumed_model, resumed = _kl_run(tmp_path, "split", 4, resume=ckpt)
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("sample_s", "learn_s")} for r in rows]
+    assert drop(resumed) == drop(full)
+    for (k, v), w in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_a_changed_reference_is_refused_on_resume(tmp_path, start):
+    from minigrpo.checkpoint import CheckpointError
+    cfg, _, _ = _kl_run(tmp_path, "run", 2, start=start)
+    weights = os.path.join(start, "model.safetensors")
+    data = bytearray(open(weights, "rb").read())
+    data[-1] ^= 1                                            # one bit of one weight
+    open(weights, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match=f"the reference model's weights {weights} changed since the run started"):
+        _kl_run(tmp_path, "run", 4, resume=os.path.join(cfg.out_dir, "checkpoint"))
+
+
+def test_without_a_start_checkpoint_the_reference_is_kept_in_the_checkpoint_and_resumes(tmp_path, start):
+    from minigrpo.checkpoint import load_state
+    from safetensors.torch import load_file
+
+    def run(name, steps, resume=None):
+        cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=steps, save_every=1, eval_every=0, beta=0.2,
+                          num_iterations=2, lr=1e-2, reward="correct,format:0.5")
+        model, tok = load_checkpoint(resume or start)[:2]
+        return cfg, model, train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, resume=resume, progress=False)
+
+    _, _, full = run("full", 3)
+    cfg, _, _ = run("split", 1)
+    ckpt = os.path.join(cfg.out_dir, "checkpoint")
+    assert load_state(ckpt)["extra"]["reference"] == {"path": "reference.safetensors"}
+    initial = load_checkpoint(start)[0].state_dict()
+    saved = load_file(os.path.join(ckpt, "reference.safetensors"))
+    assert saved and all(torch.equal(v, initial[k]) for k, v in saved.items())   # pi_ref: the starting weights
+    _, _, resumed = run("split", 3, resume=ckpt)
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("sample_s", "learn_s", "eval_accuracy")}
+                         for r in rows]
+    assert drop(resumed) == drop(full) and full[-1]["kl"] > 0
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_naming_the_one_kept(tmp_path, monkeypatch):
+    import errno
+    import safetensors.torch
+    real, calls = safetensors.torch.save_file, {"n": 0}
+
+    def disk_full_from_the_second_save(*a, **k):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full_from_the_second_save)
+    cfg, tok, model = setup(out_dir=str(tmp_path / "run"), steps=4, save_every=1, eval_every=0)
+    ckpt = os.path.join(cfg.out_dir, "checkpoint")
+    with pytest.raises(Exception) as e:
+        train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
+    assert str(e.value) == (f"step 2: could not write the checkpoint {ckpt} (No space left on device); "
+                            f"training stopped, the last good checkpoint (step 1) is kept in {ckpt}")
+    monkeypatch.undo()
+    assert load_checkpoint(ckpt)[2]["step"] == 1

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from minigrpo import viz  # noqa: E402
+from minigrpo.course import viz  # noqa: E402
 
 
 def close(actual, expected, atol=1e-9):
@@ -246,7 +246,7 @@ def test_explorers_draw_on_figures_pyplot_does_not_know(monkeypatch, module, dra
     """
     import importlib
 
-    mod = importlib.import_module(f"minigrpo.viz.{module}")
+    mod = importlib.import_module(f"minigrpo.course.viz.{module}")
     plt.close("all")
     open_during_draw = []
     original = getattr(mod, drawer)

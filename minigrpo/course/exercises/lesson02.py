@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from minigrpo.exercises import as_float64 as _as_float64, not_done as _not_done
+from minigrpo.course.exercises import as_float64 as _as_float64, not_done as _not_done
 
 
 # ------------------------------------------------------------- 1. sample_std

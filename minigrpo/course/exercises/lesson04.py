@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from minigrpo.exercises import not_done as _not_done
+from minigrpo.course.exercises import not_done as _not_done
 from minigrpo.loss import grpo_loss, kl_estimate
 
 

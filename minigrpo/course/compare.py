@@ -27,8 +27,10 @@ import shutil
 import subprocess
 import sys
 
+from ..files import atomic_write
+
 METHODS = ("grpo", "ppo", "reinforce", "rloo")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
 DEFAULTS = dict(steps=200, prompts_per_step=64, group_size=8, eval_every=25, eval_size=500,
                 value_prompts=64, rollouts=32)
@@ -44,27 +46,28 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     out_dir keeps the run's metrics.jsonl; its final checkpoint is deleted (12 runs would be ~100 MB).
     """
     import torch
-    from .checkpoint import load_checkpoint
-    from .config import make_config
-    from .evaluate import evaluate
-    from .pipeline import load_split, prepare_model, seed_everything
-    from .trainer import parse_reward, train_grpo
+    from ..checkpoint import load_model, load_state
+    from ..config import make_config
+    from ..evaluate import evaluate
+    from ..pipeline import prepare_model, seed_everything, split
+    from ..reward import parse_reward
+    from ..trainer import train_grpo
 
     cfg = make_config("cpu", algo=algo, seed=seed, out_dir=out_dir, data_dir=os.path.join(ROOT, "data"), steps=steps,
                       prompts_per_step=prompts_per_step,
                       group_size=group_size, eval_every=eval_every, eval_size=eval_size, save_every=0)
     seed_everything(seed)
     device = torch.device("cpu")
-    model, tok, _ = load_checkpoint(init, device)
+    model, tok = load_model(init, device)
     model = prepare_model(model, device)
-    test = load_split(cfg, "test", tok)
+    test = split(cfg, "test", tok)
     start_acc = evaluate(model, tok, test[:eval_size], max_new_tokens=cfg.max_new_tokens)["accuracy"]
-    rows = train_grpo(model, tok, cfg, load_split(cfg, "train", tok), test, progress=progress)
+    rows = train_grpo(model, tok, cfg, split(cfg, "train", tok), test, progress=progress, start=init)
     critic = None
     if algo == "ppo":  # the trained critic, from the final checkpoint train_grpo wrote
-        from .ppo import Critic
+        from ..ppo import Critic
         critic = Critic(model, cfg)
-        critic.load(load_checkpoint(os.path.join(out_dir, "checkpoint"), device)[2]["extra"]["critic"])
+        critic.load(load_state(os.path.join(out_dir, "checkpoint"))["extra"]["critic"])
         critic.eval()
     shutil.rmtree(os.path.join(out_dir, "checkpoint"), ignore_errors=True)
     seconds, curve = 0.0, [{"step": 0, "seconds": 0.0, "accuracy": start_acc}]
@@ -83,7 +86,7 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
                                             critic_lr=cfg.critic_lr, gae_lambda=cfg.gae_lambda),
     }
     if critic is not None:
-        from .ppo import critic_values, monte_carlo_values
+        from .values import critic_values, monte_carlo_values
         traces = monte_carlo_values(model, tok, test[-value_prompts:], parse_reward(cfg.reward),
                                     max_new_tokens=cfg.max_new_tokens, rollouts=rollouts, seed=seed)
         for tr, v in zip(traces, critic_values(critic, tok, traces)):
@@ -91,23 +94,6 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
         result["values"] = traces
         result["value_mae_by_step"] = [r.get("value_mae") for r in rows]
     return result
-
-
-def value_errors(traces: list[dict]) -> dict:
-    """Mean |error| of the critic and of the prompt-level baseline V(s_0), by token position t.
-
-    Position 0 is the prompt (where a group mean is an unbiased baseline); t >= 1
-    are the intermediate states the document says a critic misjudges.
-    """
-    by_t: dict[int, dict] = {}
-    for tr in traces:
-        for t, (v, c) in enumerate(zip(tr["values"], tr["critic"])):
-            e = by_t.setdefault(t, {"n": 0, "critic": 0.0, "prompt_baseline": 0.0})
-            e["n"] += 1
-            e["critic"] += abs(c - v)
-            e["prompt_baseline"] += abs(tr["values"][0] - v)
-    return {t: {"n": e["n"], "critic": e["critic"] / e["n"], "prompt_baseline": e["prompt_baseline"] / e["n"]}
-            for t, e in sorted(by_t.items())}
 
 
 def compare(methods=METHODS, seeds=(0, 1, 2), out: str = "runs/compare", init: str = START,
@@ -121,15 +107,13 @@ def compare(methods=METHODS, seeds=(0, 1, 2), out: str = "runs/compare", init: s
         for algo in tqdm(methods, desc=f"seed {seed}", disable=not progress):
             args = json.dumps({"algo": algo, "seed": seed, "out_dir": os.path.join(out, f"{algo}_s{seed}"),
                                "init": init, **settings})
-            done = subprocess.run([sys.executable, "-m", "minigrpo.compare", "--worker", args],
+            done = subprocess.run([sys.executable, "-m", "minigrpo.course.compare", "--worker", args],
                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
             if done.returncode != 0:
                 raise RuntimeError(f"{algo} seed {seed} failed: {done.stderr.strip().splitlines()[-1]}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     summary = {"runs": runs, "settings": settings, "init": os.path.relpath(init, ROOT), "machine": machine()}
-    with open(os.path.join(out, "summary.json.tmp"), "w") as f:
-        json.dump(summary, f)
-    os.replace(os.path.join(out, "summary.json.tmp"), os.path.join(out, "summary.json"))
+    atomic_write(os.path.join(out, "summary.json"), lambda f: json.dump(summary, f))
     return summary
 
 

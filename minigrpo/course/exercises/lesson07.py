@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from minigrpo.exercises import not_done as _not_done
+from minigrpo.course.exercises import not_done as _not_done
 
 # The course document's equation 2x+3=7 and its closing example 3x-5=10, as records.
 EQ_2X3 = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from minigrpo.exercises import as_float64 as _as_float64, not_done as _not_done
+from minigrpo.course.exercises import as_float64 as _as_float64, not_done as _not_done
 
 
 # ------------------------------------------------------------ 1. min_updates

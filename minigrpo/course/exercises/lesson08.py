@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from minigrpo.exercises import as_float64 as _f64
-from minigrpo.exercises import not_done as _not_done
+from minigrpo.course.exercises import as_float64 as _f64
+from minigrpo.course.exercises import not_done as _not_done
 
 # ---------------------------------------------------------------------------
 # Exercise 1: RLOO's leave-one-out advantages

@@ -19,6 +19,7 @@ from functools import partial
 
 import torch
 
+from minigrpo.checks import check
 from minigrpo.loss import clipped_surrogate
 
 from .widgets import show_figure, update_shown
@@ -33,10 +34,8 @@ def _fmt(x: float) -> str:
 
 
 def _check_eps(eps_low: float, eps_high: float) -> None:
-    if not 0.0 <= eps_low < 1.0:
-        raise ValueError(f"eps_low must be in [0, 1), got {eps_low!r}")
-    if not eps_high >= 0.0:
-        raise ValueError(f"eps_high must be >= 0, got {eps_high!r}")
+    check("eps_low", eps_low)
+    check("eps_high", eps_high)
 
 
 # ------------------------------------------------------------------ clipping

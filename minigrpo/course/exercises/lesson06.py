@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from minigrpo.exercises import not_done as _not_done
+from minigrpo.course.exercises import not_done as _not_done
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from minigrpo.exercises import not_done as _not_done
+from minigrpo.course.exercises import not_done as _not_done
 
 NEG_INF = float("-inf")
 
@@ -131,7 +131,7 @@ def _measured_floats(num_layers: int, num_kv_heads: int, head_dim: int, rows: in
     """Numbers in the DynamicCache a randomly initialised Llama fills by one prefill (counted, not computed)."""
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    from ..model import cache_kwarg
+    from minigrpo.model import cache_kwarg
 
     config = LlamaConfig(vocab_size=16, hidden_size=num_kv_heads * head_dim, intermediate_size=8,
                          num_hidden_layers=num_layers, num_attention_heads=num_kv_heads,

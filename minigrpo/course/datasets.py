@@ -1,0 +1,148 @@
+"""The course's datasets: how data/ was generated, deterministically (`python -m minigrpo data`).
+
+Source: the course document, section 6 (the equation example) for `equations`; `arithmetic` and
+`arithmetic_hard` are the simpler curriculum a tiny model learns on a laptop CPU (resp. a GPU). Each
+split draws from its own `random.Random` seeded by (dataset, split, seed), never the global one, so
+the same seed gives byte-identical files; the test split is drawn first and sft / train skip every
+prompt already drawn, so no held-out problem is ever trained on.
+
+    write_all("data", seed=0)
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+from ..data import SPLITS, dataset_path
+from ..files import write_jsonl
+from ..tasks import STYLES, equation_text, solution
+
+OPS = ("+", "-", "*")
+
+
+def make_arithmetic(rng: random.Random, op: str, digits: int) -> dict:
+    """Draw one arithmetic problem `a op b =`.
+
+    Args:
+        rng: the random source (a `random.Random`; never the global one).
+        op: "+", "-" or "*".
+        digits: operands are uniform in [0, 10**digits - 1].
+    Returns:
+        a record {"task", "prompt", "answer", "a", "b", "op"}; the answer of a
+        subtraction may be negative ("-45"). The completion to learn is `answer`.
+    """
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
+    hi = 10 ** digits - 1
+    a, b = rng.randint(0, hi), rng.randint(0, hi)
+    value = a + b if op == "+" else a - b if op == "-" else a * b
+    return {"task": "arithmetic", "prompt": f"{a}{op}{b}=", "answer": str(value),
+            "a": a, "b": b, "op": op}
+
+
+def make_equation(rng: random.Random, a_max: int = 9, x_max: int = 10, b_max: int = 20) -> dict:
+    """Draw one equation ax+b=c whose root x is an integer.
+
+    Args:
+        rng: the random source.
+        a_max: a is uniform in [2, a_max] (a=1 would make "two sides divide by 1").
+        x_max: the root x is uniform in [-x_max, x_max].
+        b_max: b is uniform in [-b_max, b_max] without 0 (every equation needs a 移项).
+    Returns:
+        a record {"task", "prompt", "answer", "a", "b", "c"} with c = a*x + b and
+        prompt "求解方程 {ax+b=c}。", answer str(x).
+    """
+    if a_max < 2 or x_max < 0 or b_max < 1:
+        raise ValueError(f"need a_max >= 2, x_max >= 0, b_max >= 1; got {a_max}, {x_max}, {b_max}")
+    a = rng.randint(2, a_max)
+    x = rng.randint(-x_max, x_max)
+    b = rng.choice([v for v in range(-b_max, b_max + 1) if v != 0])
+    c = a * x + b
+    return {"task": "equation", "prompt": f"求解方程 {equation_text(a, b, c)}。",
+            "answer": str(x), "a": a, "b": b, "c": c}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What one dataset holds and how big each split is."""
+    task: str                      # "arithmetic" or "equation"
+    sizes: dict                    # split name -> number of problems
+    kinds: tuple = ()              # arithmetic: (op, digits) pairs, cycled in turn
+    params: dict = field(default_factory=dict)  # equation: make_equation keyword args
+    description: str = ""          # one line for the data card and the CLI
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "arithmetic": DatasetSpec(
+        task="arithmetic", kinds=(("+", 2), ("-", 2)),
+        sizes={"test": 500, "sft": 1250, "train": 15000},
+        description="a+b= and a-b= with operands in [0, 99]; the default CPU curriculum"),
+    "arithmetic_hard": DatasetSpec(
+        task="arithmetic", kinds=(("+", 3), ("-", 3), ("*", 2)),
+        sizes={"test": 1000, "sft": 2000, "train": 20000},
+        description="a+b=, a-b= with operands in [0, 999] and a*b= in [0, 99]; for a GPU"),
+    "equations": DatasetSpec(
+        task="equation", params={"a_max": 9, "x_max": 10, "b_max": 20},
+        sizes={"test": 300, "sft": 5000, "train": 1400},
+        description="求解方程 ax+b=c。 with an integer root (section 6); each sft problem in all three styles"),
+}
+
+
+def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
+    """Draw every split of dataset `name` (pure: writes nothing).
+
+    Returns {split: records}. Splits are drawn in SPLITS order (test first);
+    a problem is never repeated across splits. Every record gets a "split"
+    field; sft records get "solution" (the completion to imitate). An
+    equation's sft problem gives three records in a row, one per style (guess,
+    short, complete, with a "style" field), like section 6's group of answers
+    to one prompt; sizes count problems, so equations/sft holds 3 x sizes["sft"].
+    """
+    spec = DATASETS[name]
+    seen: set[str] = set()  # prompts already drawn, in any split
+    splits = {}
+    for split in SPLITS:
+        rng = random.Random(f"minigrpo/{name}/{split}/{seed}")  # str seeds are stable across runs
+        records, problems = [], 0
+        while problems < spec.sizes[split]:
+            record = _draw(spec, rng, problems)
+            if record["prompt"] in seen:
+                continue  # redraw: keeps splits disjoint and problems unique
+            seen.add(record["prompt"])
+            problems += 1
+            record["split"] = split
+            if split == "sft" and spec.task == "equation":  # one demonstration per style, as section 6's group
+                records += [{**record, "solution": solution(record, style), "style": style} for style in STYLES]
+                continue
+            if split == "sft":
+                record["solution"] = solution(record)
+            records.append(record)
+        splits[split] = records
+    return splits
+
+
+def write_all(out_dir: str | os.PathLike = "data", seed: int = 0) -> dict[str, int]:
+    """Generate and write every dataset in DATASETS under `out_dir`.
+
+    Returns {"<dataset>/<split>": number of records written}. The same seed
+    always gives byte-identical files.
+    """
+    counts = {}
+    for name in DATASETS:
+        for split, records in make_splits(name, seed).items():
+            write_jsonl(dataset_path(name, split, out_dir), records)
+            counts[f"{name}/{split}"] = len(records)
+    return counts
+
+
+def _draw(spec: DatasetSpec, rng: random.Random, i: int) -> dict:
+    """One problem of `spec`; arithmetic kinds are cycled so each gets an equal share."""
+    if spec.task == "arithmetic":
+        op, digits = spec.kinds[i % len(spec.kinds)]
+        return make_arithmetic(rng, op, digits)
+    if spec.task == "equation":
+        return make_equation(rng, **spec.params)
+    raise ValueError(f"unknown task {spec.task!r}")
