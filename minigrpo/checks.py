@@ -12,18 +12,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scale": ("group", "batch", "none"),
     "std": ("sample", "population"),
     "kl_estimator": ("k1", "k2", "k3"),
-    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum"),
+    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum", "cispo"),
+    "importance_sampling_level": ("token", "sequence"),
+    "old_logps": ("sampler", "recompute"),
 }
 
 
 # what a value must be: the fields (and function arguments) each rule covers
 _RULES = [
-    (lambda v: v > 0, "must be > 0", ("temperature", "lr", "sft_lr", "critic_lr")),
+    (lambda v: v > 0, "must be > 0", ("temperature", "lr", "sft_lr", "critic_lr", "cispo_max")),
     (lambda v: v >= 0, "must be >= 0", ("eps_high", "beta", "std_eps", "weight_decay", "sft_weight_decay",
-                                         "warmup_steps", "steps", "sft_steps", "value_clip")),
+                                         "warmup_steps", "steps", "sft_steps", "value_clip", "overlong_cache",
+                                         "trace_every")),
     (lambda v: v >= 0, "must be >= 0 (0 = off)", ("top_k", "grad_clip", "sft_grad_clip")),
     (lambda v: v >= 1, "must be >= 1", ("prompts_per_step", "num_iterations", "sft_batch_size", "max_new_tokens",
-                                         "eval_batch_size")),
+                                         "eval_batch_size", "max_sampling_rounds", "trace_groups")),
+    (lambda v: v == 0 or v > 1, "must be 0 (off) or > 1 (a cap on the ratio where A < 0)", ("delta",)),
     (lambda v: 0 <= v < 1, "must be in [0, 1)", ("eps_low", "adam_beta1", "adam_beta2", "sft_adam_beta1",
                                                  "sft_adam_beta2")),
     (lambda v: 0 <= v <= 1, "must be in [0, 1]", ("sft_warmup_frac", "sft_min_lr_frac", "gae_lambda")),

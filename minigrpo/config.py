@@ -56,11 +56,14 @@ class Config:
     temperature: float = 1.0       # sampling temperature; log-probs use the same one
     top_k: int = 0                 # sample from the k most likely tokens (0 = off)
     top_p: float = 1.0             # nucleus sampling mass (1.0 = off)
+    dynamic_sampling: bool = False  # DAPO §3.2: drop groups of equal rewards, sample more prompts until B informative ones
+    max_sampling_rounds: int = 3   # dynamic sampling: at most this many batches of B prompts per step
     # --- GRPO: reward and advantage ---
     reward: str = "correct"        # reward names and weights, e.g. "correct" or "rubric" or "correct:1,format:0.1"
     scale: str = "group"           # advantage denominator: "group" std, "batch" std or "none" (Dr. GRPO)
     std: str = "sample"            # "sample" (divide by G-1, as the course's formula) or "population" (by G)
     std_eps: float = 0.0           # added to the std before dividing (TRL adds 1e-4; equal rewards give 0 anyway)
+    overlong_cache: int = 0        # DAPO §3.4 soft overlong punishment: the last N tokens before max_new_tokens cost up to -1
     # --- GRPO: the clipped objective ---
     num_iterations: int = 1        # mu: updates on each sampled batch against the frozen old policy
     lr: float = 1e-4               # AdamW learning rate for GRPO (constant after warm-up)
@@ -72,7 +75,12 @@ class Config:
     eps_high: float = 0.28         # ratio may rise to 1 + eps_high before clipping (A > 0; DAPO clip-higher)
     beta: float = 0.0              # KL penalty to the frozen reference (SFT) model; 0 = no reference model
     kl_estimator: str = "k3"       # k1 | k2 | k3 (Schulman's estimators; DeepSeekMath uses k3)
-    loss_type: str = "grpo"        # grpo | bnpo | dapo | dr_grpo | seq_sum (how tokens are averaged)
+    use_bias_correction_kl: bool = False  # weight the KL term by the ratio pi_theta / pi_old (DeepSeek-V3.2; TRL)
+    loss_type: str = "grpo"        # grpo | bnpo | dapo | dr_grpo | seq_sum (how tokens are averaged) | cispo (MiniMax-M1)
+    importance_sampling_level: str = "token"  # "token", or "sequence": GSPO's one ratio per completion, clipped whole
+    delta: float = 0.0             # two-sided clipping: cap the ratio at delta where A < 0 (TRL's delta; 0 = off)
+    cispo_max: float = 5.0         # cispo: cap on the detached importance weight (TRL's epsilon_high for cispo)
+    old_logps: str = "sampler"     # mu > 1: pi_old's log-probs from the "sampler", or "recompute"d by a training forward
     grad_clip: float = 1.0         # clip the gradient's global norm to this (0 = off)
     mask_truncated: bool = False   # DAPO's overlong filtering: no loss on completions cut off without EOS
     skip_zero_adv: bool = True     # leave rows with advantage 0 out of the backward pass (same gradient when beta=0)
@@ -87,6 +95,8 @@ class Config:
     eval_size: int = 500           # held-out test problems per evaluation (0 = all)
     eval_batch_size: int = 256     # prompts per greedy generation batch when evaluating
     save_every: int = 100          # write a checkpoint every N GRPO steps (0 = only at the end)
+    trace_every: int = 0           # every N steps, write each token's ratio, clip, entropy, advantage to tokens.jsonl (0 = off)
+    trace_groups: int = 4          # groups (prompts) per traced step
 
 
 PRESETS: dict[str, dict] = {
@@ -141,6 +151,10 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"hidden_size={cfg.hidden_size!r} must be a multiple of num_heads")
     if cfg.algo == "ppo" and cfg.beta > 0:
         raise ValueError(f"beta={cfg.beta!r} with algo='ppo': lesson 8's PPO has no KL term; use beta=0")
+    if cfg.algo == "ppo" and cfg.dynamic_sampling:
+        raise ValueError("dynamic_sampling=True with algo='ppo': dynamic sampling filters GRPO's groups; use algo='grpo'")
+    if cfg.overlong_cache >= cfg.max_new_tokens:
+        raise ValueError(f"overlong_cache={cfg.overlong_cache!r} must be below max_new_tokens={cfg.max_new_tokens}")
     parse_reward(cfg.reward)  # here, not when GRPO starts: a typo must not cost the SFT stage first
     if "rubric" in cfg.reward and cfg.task != "equations":
         raise ValueError(f"reward={cfg.reward!r} uses the rubric, which scores equation solutions; "

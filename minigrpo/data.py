@@ -69,9 +69,14 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike = "data", tok=
                         demonstrations=split == "sft")
 
 
-def prompt_batch(records: list[dict], step: int, batch_size: int, seed: int) -> list[dict]:
-    """The B prompts of GRPO step `step` (0-based): a seeded shuffle per epoch, a pure function of the step."""
+def prompt_batch(records: list[dict], step: int, batch_size: int, seed: int, round: int = 0) -> list[dict]:
+    """The B prompts of GRPO step `step` (0-based): a seeded shuffle per epoch, a pure function of the step.
+
+    `round` > 0 gives dynamic sampling's extra batches of the step, each from a shuffle of its own.
+    """
     per_epoch = max(1, len(records) // batch_size)
     epoch, k = divmod(step, per_epoch)
+    if round:
+        epoch, k = 10**12 + step * 10**4 + round, 0   # a shuffle for each (step, round), apart from the epochs
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
     return [records[i] for i in order[k * batch_size:(k + 1) * batch_size].tolist()]

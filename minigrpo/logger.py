@@ -9,6 +9,8 @@ import json
 import math
 import os
 
+import torch
+
 from .advantage import zero_variance_fraction
 
 # The keys every GRPO step writes, in order. Evaluation steps add "eval_accuracy" and, on
@@ -32,15 +34,28 @@ STEP_KEYS = (
     "learn_s",           # seconds spent scoring, normalising and updating this step
 )
 
+# Keys some rows add: "len_correct" and "len_wrong" (mean completion length of the right and the wrong
+# answers sampled, None when there are none); with dynamic sampling "sampling_rounds", "samples" (completions
+# sampled) and "kept_groups"; with old_logps="recompute" "logp_diff_max" (max |sampler - training| log-prob).
+
 # Short names for the progress bar.
 BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eval_complete_share": "complete", "kl": "kl",
             "entropy": "H", "completion_len": "len"}
+
+
+def lengths_by_correctness(ro) -> dict:
+    """Mean completion length (tokens, EOS included) of the right and of the wrong answers of a rollout."""
+    lengths = ro.samples.completion_mask.sum(1).tolist()
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
+    return {"len_correct": mean([n for n, ok in zip(lengths, ro.correct) if ok]),
+            "len_wrong": mean([n for n, ok in zip(lengths, ro.correct) if not ok])}
 
 
 def step_row(ro, upd, group_size: int) -> dict:
     """The row of fixed keys (STEP_KEYS but "step" and the timings) for one step's Rollout and Update."""
     s = ro.samples
     n_tok = s.completion_mask.sum().clamp(min=1)
+    lengths = s.completion_mask.sum(1).float()                                   # (N,)
     return {
         "reward_mean": ro.rewards.mean().item(),
         "reward_std": ro.rewards.std().item(),
@@ -53,9 +68,31 @@ def step_row(ro, upd, group_size: int) -> dict:
         "ratio_mean": upd.stats["ratio_mean"],
         "loss": upd.loss,
         "grad_norm": upd.grad_norm,
-        "completion_len": s.completion_mask.sum(1).float().mean().item(),
+        "completion_len": lengths.mean().item(),
         "truncated_frac": s.truncated.float().mean().item(),
     }
+
+
+def traced_rows(rewards, cfg) -> torch.Tensor:
+    """The rows (R,) of the first cfg.trace_groups groups whose rewards differ (else the first groups)."""
+    grouped = rewards.view(-1, cfg.group_size)                                  # (B, G)
+    informative = (grouped != grouped[:, :1]).any(dim=1).nonzero().squeeze(-1).tolist()
+    groups = (informative or list(range(grouped.shape[0])))[:cfg.trace_groups]
+    return torch.tensor([g * cfg.group_size + i for g in groups for i in range(cfg.group_size)])
+
+
+def token_trace(tok, ro, adv, rows, upd) -> list[dict]:
+    """Each traced completion token by token: text, sampling entropy, advantage, ratio at every update."""
+    s, out = ro.samples, []
+    for j, row in enumerate(rows.tolist()):
+        n = int(s.completion_mask[row].sum())
+        a = adv[row]
+        out.append({"row": row, "completion": ro.completions[row], "reward": ro.rewards[row].item(),
+                    "correct": ro.correct[row], "tokens": tok.convert_ids_to_tokens(s.completion_ids[row, :n].tolist()),
+                    "advantage": (a if a.dim() == 0 else a[:n]).tolist(),
+                    "entropy": [round(x, 4) for x in s.entropy[row, :n].tolist()],
+                    "ratios": [[round(x, 5) for x in r[j, :n].tolist()] for r in upd.ratios]})
+    return out
 
 
 class MetricsLogger:
@@ -89,6 +126,22 @@ class MetricsLogger:
             self._last.update({k: row[k] for k in BAR_KEYS if k in row})  # newest value of each key
             self.bar.set_postfix({short: f"{self._last[k]:.3g}" for k, short in BAR_KEYS.items()
                                   if k in self._last}, refresh=False)
+
+
+class TokenLog(list):
+    """tokens.jsonl: one JSON line per traced step, appended as it comes; a resumed run keeps the lines
+    up to its checkpoint's step."""
+
+    def __init__(self, path: str, upto_step: int = 0):
+        super().__init__()
+        self.path = path
+        kept = [r for r in read_metrics(path) if r["step"] <= upto_step] if upto_step and os.path.exists(path) else []
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def read_metrics(path: str) -> list[dict]:

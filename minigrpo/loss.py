@@ -15,26 +15,30 @@ import torch
 from .checks import CHOICES, check
 
 KL_ESTIMATORS = CHOICES["kl_estimator"]
-LOSS_TYPES = CHOICES["loss_type"]
+LOSS_TYPES = CHOICES["loss_type"][:5]   # the five aggregations of lesson 4; "cispo" is a loss of its own (token mean)
+TOKEN_MEAN = ("bnpo", "dapo", "cispo")   # the loss types that average over all tokens of the batch
 
 
-def clipped_surrogate(ratio, advantages, eps_low: float, eps_high: float) -> torch.Tensor:
+def clipped_surrogate(ratio, advantages, eps_low: float, eps_high: float, delta: float = 0.0) -> torch.Tensor:
     """Per-token clipped objective min(r A, clip(r, 1-eps_low, 1+eps_high) A), to be MAXIMISED.
 
     Where the min picks the clipped term (A > 0 and r > 1+eps_high, or A < 0 and r < 1-eps_low) the
     result does not depend on r: its gradient is zero, the update stops once the token has moved far
-    enough the way its advantage asks. The other way it is never clipped, so a bad move can be undone.
+    enough the way its advantage asks. The other way it is never clipped, so a bad move can be undone,
+    unless `delta` > 0 caps r there too (two-sided clipping: for A < 0, min(r, delta) A; INTELLECT-2,
+    TRL's `delta`, dual-clip PPO).
 
     Symbol     | Shape             | Description
-    ratio      | (N, T), any shape | r = pi_theta / pi_old per token
+    ratio      | (N, T), any shape | r = pi_theta / pi_old per token (or (N, 1), one per sequence)
     advantages | broadcastable     | A of each token, e.g. (N, 1) or (N, T)
     Returns the broadcast shape of the two, e.g. (N, T).
     """
     ratio = torch.as_tensor(ratio)                                              # (N, T)
     advantages = torch.as_tensor(advantages, dtype=ratio.dtype)                 # (N, 1) or (N, T)
-    unclipped = ratio * advantages                                              # (N, T)
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages   # (N, T)
-    return torch.minimum(unclipped, clipped)                                    # (N, T)
+    if delta > 0:
+        ratio = torch.clamp(ratio, max=delta)                                   # (N, T)
+    return torch.minimum(ratio * advantages, clipped)                           # (N, T)
 
 
 clip_objective = clipped_surrogate  # the name STYLE.md uses for the same function
@@ -62,7 +66,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str = "grp
     With S_n = sum_t m_nt x_nt and |o_n| = sum_t m_nt:
         "grpo"          1/N sum_n S_n / max(|o_n|, 1)        DeepSeekMath eq. 3 (per-sequence mean)
         "bnpo", "dapo"  sum_n S_n / max(sum_n |o_n|, 1)      DAPO §3.3 (token level; TRL's "dapo" counts
-                                                             the tokens of all processes)
+        "cispo"                                              the tokens of all processes), and CISPO
         "dr_grpo"       sum_n S_n / (N L), L = max_completion_length or T      Dr. GRPO §3.1
         "seq_sum"       1/N sum_n S_n                        the document's formula as printed
     """
@@ -73,7 +77,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str = "grp
     seq_sum = masked.sum(dim=1)                                                 # (N,)
     if loss_type == "grpo":
         return (seq_sum / keep.to(per_token.dtype).sum(dim=1).clamp(min=1.0)).mean()
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type in TOKEN_MEAN:
         return seq_sum.sum() / keep.to(per_token.dtype).sum().clamp(min=1.0)
     if loss_type == "dr_grpo":
         length = n_pos if max_completion_length is None else max_completion_length
@@ -99,13 +103,29 @@ def kept_rows(adv: torch.Tensor, mask: torch.Tensor, loss_type: str, skip: bool)
     nonzero = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)            # (N,)
     keep = nonzero if skip else torch.ones_like(nonzero)
     idx = keep.nonzero().squeeze(-1)                                            # (K,)
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type in TOKEN_MEAN:
         return idx, (mask[idx].sum() / mask.sum().clamp(min=1)).item()
     return idx, len(idx) / len(adv)
 
 
+def importance_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor,
+                     level: str = "token") -> torch.Tensor:
+    """pi_theta / pi_old of each token (N, T), or of each sequence (N, 1) for level="sequence".
+
+    GSPO (Zheng et al., 2025, §4.1; TRL's importance_sampling_level="sequence"): the sequence's ratio is
+    exp of the mean of its tokens' log-ratios, s_n = (pi_theta(o_n) / pi_old(o_n))^(1/|o_n|). Padding
+    counts as log r = 0 (logp and old_logp are expected to be 0 there, as grpo_loss makes them).
+    """
+    check("importance_sampling_level", level)
+    log_ratio = logp - old_logp                                                 # (N, T)
+    if level == "token":
+        return torch.exp(log_ratio)
+    m = mask.to(logp.dtype)                                                     # (N, T)
+    return torch.exp((log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0))  # (N, 1)
+
+
 def _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
-                kl_estimator, loss_type, max_completion_length) -> None:
+                kl_estimator, loss_type, max_completion_length, delta, cispo_max) -> None:
     """One-line ValueErrors for every argument of `grpo_loss` that cannot work."""
     if logp.dim() != 2 or logp.numel() == 0:
         raise ValueError(f"logp must be a non-empty (N, T) tensor, got shape {tuple(logp.shape)}")
@@ -115,8 +135,8 @@ def _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_l
     if advantages.shape not in (logp.shape[:1], logp.shape):
         raise ValueError(f"advantages shape {tuple(advantages.shape)} is neither (N,) nor (N, T) "
                          f"for logp shape {tuple(logp.shape)}")
-    for name, value in (("eps_low", eps_low), ("eps_high", eps_high), ("beta", beta),
-                        ("kl_estimator", kl_estimator), ("loss_type", loss_type)):
+    for name, value in (("eps_low", eps_low), ("eps_high", eps_high), ("beta", beta), ("delta", delta),
+                        ("cispo_max", cispo_max), ("kl_estimator", kl_estimator), ("loss_type", loss_type)):
         check(name, value)
     if beta > 0.0 and ref_logp is None:
         raise ValueError(f"beta={beta!r} > 0 needs ref_logp (the reference policy's log-probs)")
@@ -127,9 +147,10 @@ def _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_l
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
               eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.0, ref_logp: torch.Tensor | None = None,
-              kl_estimator: str = "k3", loss_type: str = "grpo",
-              max_completion_length: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """GRPO loss to minimise: aggregate(-clipped_surrogate + beta KL).
+              kl_estimator: str = "k3", loss_type: str = "grpo", max_completion_length: int | None = None,
+              importance_sampling_level: str = "token", delta: float = 0.0, cispo_max: float = 5.0,
+              use_bias_correction_kl: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO loss to minimise: aggregate(-surrogate + beta KL), with the GRPO family's variants.
 
     Symbol        | Shape          | Description
     logp          | (N, T)         | log pi_theta of each sampled completion token (carries the gradient)
@@ -140,19 +161,24 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     eps_low/high  | float          | ratio clipped to [1-eps_low, 1+eps_high]
     beta          | float          | KL coefficient; 0 leaves the KL out of the loss
     kl_estimator  | str            | "k1", "k2" or "k3" (DeepSeekMath uses k3)
-    loss_type     | str            | "grpo", "bnpo", "dapo", "dr_grpo" or "seq_sum" (see `aggregate`)
+    loss_type     | str            | "grpo", "bnpo", "dapo", "dr_grpo", "seq_sum" (see `aggregate`) or "cispo"
     max_completion_length | int    | L of "dr_grpo"; None means T
+    importance_sampling_level | str | "token", or "sequence": GSPO's one ratio per completion, clipped whole
+    delta         | float          | > 0: two-sided clipping, the ratio capped at delta where A < 0 (TRL's delta)
+    cispo_max     | float          | "cispo" (MiniMax-M1 §3.1): the surrogate is sg(min(r, cispo_max)) A log pi,
+                  |                | TRL's cispo with epsilon_high = cispo_max; token-mean aggregation
+    use_bias_correction_kl | bool  | weight the KL by the ratio r (samples are pi_old's; DeepSeek-V3.2, TRL)
 
     old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so
     garbage log-probs there cannot make the loss or its gradient NaN.
 
     Returns the loss () and stats, python floats over unmasked tokens: "clip_low" (fraction with A < 0
-    and r < 1-eps_low), "clip_high" (A > 0 and r > 1+eps_high), "clip" (their sum), "ratio_mean",
-    "ratio_min", "ratio_max" (1.0 with no token), "kl" (mean estimate to ref_logp, even when beta = 0;
-    0.0 without it), "surrogate" (mean clipped objective), "tokens" (number of unmasked tokens).
+    and r < 1-eps_low), "clip_high" (A > 0 and r > 1+eps_high; for cispo r > cispo_max), "clip" (their
+    sum), "ratio_mean", "ratio_min", "ratio_max" (1.0 with no token), "kl" (mean estimate to ref_logp,
+    even when beta = 0; 0.0 without it), "surrogate" (mean objective), "tokens" (unmasked tokens).
     """
     _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
-                kl_estimator, loss_type, max_completion_length)
+                kl_estimator, loss_type, max_completion_length, delta, cispo_max)
     keep = mask.bool()                                                          # (N, T)
     zeros = torch.zeros_like(logp)                                              # (N, T)
     adv = advantages.detach().to(logp.dtype)                                    # (N,) or (N, T)
@@ -161,14 +187,19 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     old = torch.where(keep, old_logp.detach(), zeros)                           # (N, T)
 
     # 1. importance ratio to the sampling policy (padding: log r = 0, r = 1)
-    ratio = torch.exp(lp - old)                                                 # (N, T)
-    # 2. clipped surrogate, the objective; the loss is its negative
-    surrogate = clipped_surrogate(ratio, adv, eps_low, eps_high)                # (N, T)
+    ratio = importance_ratio(lp, old, mask, importance_sampling_level)          # (N, T), or (N, 1) for GSPO
+    # 2. the surrogate objective; the loss is its negative
+    if loss_type == "cispo":    # the weight is clipped and detached, the gradient flows through log pi
+        surrogate = torch.clamp(ratio, max=cispo_max).detach() * adv * lp       # (N, T)
+    else:
+        surrogate = clipped_surrogate(ratio, adv, eps_low, eps_high, delta).expand_as(lp)  # (N, T)
     per_token_loss = -surrogate                                                 # (N, T)
     # 3. KL penalty to the reference policy (not the old one)
     kl = None
     if ref_logp is not None:
         kl = kl_estimate(lp, torch.where(keep, ref_logp.detach(), zeros), kl_estimator)  # (N, T)
+        if use_bias_correction_kl:
+            kl = kl * ratio                                                     # (N, T)
         if beta > 0.0:
             per_token_loss = per_token_loss + beta * kl                         # (N, T)
     # 4. aggregate over tokens and sequences
@@ -179,9 +210,12 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         m = keep.to(logp.dtype)                                                 # (N, T)
         n_tok = m.sum()
         denom = n_tok.clamp(min=1.0)
-        r = ratio.detach()                                                      # (N, T)
-        low = keep & (adv < 0) & (r < 1.0 - eps_low)                            # (N, T)
-        high = keep & (adv > 0) & (r > 1.0 + eps_high)                          # (N, T)
+        r = ratio.detach().expand_as(lp)                                        # (N, T)
+        if loss_type == "cispo":
+            low, high = torch.zeros_like(keep), keep & (adv > 0) & (r > cispo_max)   # (N, T)
+        else:
+            low = keep & (adv < 0) & (r < 1.0 - eps_low)                        # (N, T)
+            high = keep & (adv > 0) & (r > 1.0 + eps_high)                      # (N, T)
         kept_r = r[keep]                                                        # (tokens,)
         one = kept_r.numel() == 0
         stats = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .loss import grpo_loss, kept_rows
+from .loss import grpo_loss, importance_ratio, kept_rows
 from .model import completion_logprobs
 
 
@@ -57,35 +57,67 @@ class Update:
     grad_norm: float
     stats: dict
     kept_frac: float   # share of the loss-carrying tokens in the K kept rows (1.0 when none was skipped)
+    logp_diff_max: float | None = None   # old_logps="recompute": max |sampler - training forward| log-prob
+    ratios: list | None = None           # `trace` rows' ratios (R, T) at each of the mu updates (1 where not kept)
 
 
 def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, cfg,
-                  ref_logp: torch.Tensor | None = None, skip_zero_adv: bool = True) -> Update:
+                  ref_logp: torch.Tensor | None = None, skip_zero_adv: bool = True,
+                  trace: torch.Tensor | None = None) -> Update:
     """mu = cfg.num_iterations AdamW steps of the clipped objective on one sampled batch (`samples`, N rows).
 
     Rows whose advantages are all 0 are left out (when skip_zero_adv and beta = 0), and the loss over
-    the K kept rows is rescaled to the whole batch's. A non-finite loss raises FloatingPointError
-    before it reaches the weights.
+    the K kept rows is rescaled to the whole batch's. pi_old's log-probs for mu > 1 come from the
+    sampler or, with cfg.old_logps="recompute", a no-grad training-mode forward before the first update.
+    `trace` (R,) names rows whose per-token ratios to record. A non-finite loss raises
+    FloatingPointError before it reaches the weights.
     """
     s = samples
     idx, rescale = kept_rows(adv, mask, cfg.loss_type, skip=skip_zero_adv and cfg.beta == 0)   # (K,)
     sub = lambda x: x[idx]                                                      # (N, ...) -> (K, ...)
+    args = lambda: (sub(s.prompt_ids), sub(s.prompt_mask), sub(s.completion_ids), sub(s.completion_mask))
     loss, grad_norm = torch.zeros(()), torch.zeros(())
     stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
     policy.train()
+    old, diff, ratios = sub(s.logps), None, []                                  # (K, T)
+    if cfg.num_iterations > 1 and cfg.old_logps == "recompute" and len(idx):
+        with torch.no_grad():
+            recomputed = completion_logprobs(policy, *args(), cfg.temperature)   # (K, T)
+        diff = ((recomputed - old).abs() * sub(mask)).max().item()
+        old = recomputed
     for it in range(cfg.num_iterations if len(idx) else 0):
-        logp = completion_logprobs(policy, sub(s.prompt_ids), sub(s.prompt_mask), sub(s.completion_ids),
-                                   sub(s.completion_mask), cfg.temperature)    # (K, T)
-        old_logp = logp.detach() if cfg.num_iterations == 1 else sub(s.logps)   # (K, T)
+        logp = completion_logprobs(policy, *args(), cfg.temperature)            # (K, T)
+        old_logp = logp.detach() if cfg.num_iterations == 1 else old            # (K, T)
         loss, stats = grpo_loss(logp, old_logp, sub(adv), sub(mask), eps_low=cfg.eps_low, eps_high=cfg.eps_high,
                                 beta=cfg.beta, ref_logp=None if ref_logp is None else sub(ref_logp),
                                 kl_estimator=cfg.kl_estimator, loss_type=cfg.loss_type,
-                                max_completion_length=cfg.max_new_tokens)
+                                max_completion_length=cfg.max_new_tokens,
+                                importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta,
+                                cispo_max=cfg.cispo_max, use_bias_correction_kl=cfg.use_bias_correction_kl)
         loss = loss * rescale                                                   # the full batch's loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
                                      f"try a lower lr or a smaller eps_high")
+        if trace is not None:
+            ratios.append(_traced_ratios(logp.detach(), old_logp, sub(mask), idx, trace, cfg))
         grad_norm = optimizer_step(policy, opt, loss, cfg.grad_clip)
     policy.eval()
+    if trace is not None and not ratios:   # no row was trained: every ratio stayed 1
+        ratios = [torch.ones(len(trace), mask.shape[1], device=mask.device)] * cfg.num_iterations
     kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item()
-    return Update(loss=loss.item(), grad_norm=float(grad_norm), stats=stats, kept_frac=kept_frac)
+    return Update(loss=loss.item(), grad_norm=float(grad_norm), stats=stats, kept_frac=kept_frac,
+                  logp_diff_max=diff, ratios=ratios if trace is not None else None)
+
+
+def _traced_ratios(logp, old_logp, mask, idx, trace, cfg) -> torch.Tensor:
+    """The ratios (R, T) of the `trace` rows at this update, as grpo_loss sees them; 1 for rows left out."""
+    keep = mask.bool()
+    zeros = torch.zeros_like(logp)
+    r = importance_ratio(torch.where(keep, logp, zeros), torch.where(keep, old_logp, zeros), mask,
+                         cfg.importance_sampling_level).expand_as(logp)         # (K, T)
+    out = torch.ones(len(trace), logp.shape[1], dtype=logp.dtype, device=logp.device)   # (R, T)
+    where = {int(row): k for k, row in enumerate(idx.tolist())}
+    for j, row in enumerate(trace.tolist()):
+        if row in where:
+            out[j] = r[where[row]]
+    return out

@@ -109,6 +109,22 @@ def parse_reward(spec: str):
     return combine(weights)
 
 
+def soft_overlong_punishment(lengths, max_len: int, cache: int) -> list[float]:
+    """DAPO's soft overlong punishment (§3.4, eq. 13), as TRL's get_soft_overlong_punishment; EOS counts.
+
+    0 up to max_len - cache tokens, then falling linearly to -1 at max_len, and -1 beyond it.
+    """
+    out = []
+    for n in lengths:
+        if n <= max_len - cache:
+            out.append(0.0)
+        elif n <= max_len:
+            out.append((max_len - cache - n) / cache)
+        else:
+            out.append(-1.0)
+    return out
+
+
 def score(reward_fn, prompts, completions, records) -> list[float]:
     """Rewards of a batch: [reward_fn(prompts[i], completions[i], **records[i])], N of each.
 

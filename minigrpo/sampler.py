@@ -9,14 +9,14 @@ computes, so it serves as the old policy's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .model import cache_kwarg, positions
-from .reward import score
+from .reward import score, soft_overlong_punishment
 from .tasks import is_correct
 from .tokenizer import decode_batch, encode
 
@@ -151,7 +151,55 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
     completions = decode_batch(tok, s.completion_ids)
     sample_s = time.perf_counter() - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)
-    rewards = torch.tensor(score(reward_fn, [r["prompt"] for r in group_records], completions, group_records),
-                           dtype=torch.float32, device=device)                              # (N,)
+    rewards = score(reward_fn, [r["prompt"] for r in group_records], completions, group_records)
+    if cfg.overlong_cache:   # DAPO's soft overlong punishment, on top of the reward
+        lengths = s.completion_mask.sum(1).tolist()
+        rewards = [r + p for r, p in zip(rewards, soft_overlong_punishment(lengths, cfg.max_new_tokens,
+                                                                           cfg.overlong_cache))]
     correct = [is_correct(r, c) for r, c in zip(group_records, completions)]
-    return Rollout(s, completions, rewards, correct, sample_s)
+    return Rollout(s, completions, torch.tensor(rewards, dtype=torch.float32, device=device), correct, sample_s)
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
+    """The groups (prompts) whose G rewards are not all equal: the only ones that teach anything."""
+    grouped = rewards.view(-1, group_size)                                                  # (B, G)
+    return (grouped != grouped[:, :1]).any(dim=1).nonzero().squeeze(-1).tolist()
+
+
+def select_groups(ro: Rollout, groups: list[int], group_size: int) -> Rollout:
+    """The rollout of the given groups only, in the given order."""
+    rows = torch.tensor([g * group_size + i for g in groups for i in range(group_size)], dtype=torch.long,
+                        device=ro.rewards.device)                                           # (N',)
+    s = Samples(*(getattr(ro.samples, f.name)[rows] for f in fields(Samples)))
+    return Rollout(s, [ro.completions[i] for i in rows.tolist()], ro.rewards[rows],
+                   [ro.correct[i] for i in rows.tolist()], ro.sample_s)
+
+
+def concat(rollouts: list[Rollout], pad_id: int) -> Rollout:
+    """One rollout of all the rows of several: prompts left-padded to the longest, completions right-padded."""
+    P = max(r.samples.prompt_ids.shape[1] for r in rollouts)
+    T = max(r.samples.completion_ids.shape[1] for r in rollouts)
+    left = lambda x, v: F.pad(x, (P - x.shape[1], 0), value=v)                               # (n, P)
+    right = lambda x, v: F.pad(x, (0, T - x.shape[1]), value=v)                              # (n, T)
+    parts = [Samples(left(r.samples.prompt_ids, pad_id), left(r.samples.prompt_mask, 0),
+                     right(r.samples.completion_ids, pad_id), right(r.samples.completion_mask, 0),
+                     right(r.samples.logps, 0.0), right(r.samples.entropy, 0.0), r.samples.truncated)
+             for r in rollouts]
+    s = Samples(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Samples)))
+    return Rollout(s, [c for r in rollouts for c in r.completions], torch.cat([r.rewards for r in rollouts]),
+                   [c for r in rollouts for c in r.correct], sum(r.sample_s for r in rollouts))
+
+
+def dynamic_rollout(sample, batch_size: int, cfg, pad_id: int) -> tuple[Rollout, Rollout, dict]:
+    """DAPO's dynamic sampling (§3.2): sample round after round of B prompts (`sample(round)`) until B
+    informative groups are in hand or cfg.max_sampling_rounds are spent. Returns every completion
+    sampled, the first B informative groups (all of the samples if none is), and what it took."""
+    rounds = [sample(0)]
+    found = len(informative_groups(rounds[0].rewards, cfg.group_size))
+    while found < batch_size and len(rounds) < cfg.max_sampling_rounds:
+        rounds.append(sample(len(rounds)))
+        found += len(informative_groups(rounds[-1].rewards, cfg.group_size))
+    everything = concat(rounds, pad_id) if len(rounds) > 1 else rounds[0]
+    groups = informative_groups(everything.rewards, cfg.group_size)[:batch_size]
+    spent = {"sampling_rounds": len(rounds), "samples": len(everything.correct), "kept_groups": len(groups)}
+    return everything, (select_groups(everything, groups, cfg.group_size) if groups else everything), spent

@@ -23,19 +23,29 @@ from .checkpoint import CheckpointError, reference_record, restore, save_checkpo
 from .config import save_config
 from .data import prompt_batch
 from .evaluate import evaluate
-from .logger import MetricsLogger, step_row
+from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
 from .loss import loss_mask
 from .model import completion_logprobs
 from .optim import grpo_lr, make_optimizer, set_lr, update_policy
 from .ppo import Critic, ppo_step
 from .reward import parse_reward
-from .sampler import rollout
+from .sampler import dynamic_rollout, rollout
 
-def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, generator: torch.Generator) -> dict:
-    """One GRPO step on B prompt records (REINFORCE or RLOO with cfg.algo); returns the step's log row."""
+def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, generator: torch.Generator,
+              more=None, trace: bool = False) -> dict:
+    """One GRPO step on B prompt records (REINFORCE or RLOO with cfg.algo); returns the step's log row.
+
+    With cfg.dynamic_sampling, `more(round)` gives the extra batches of prompts of rounds 1, 2, ...
+    With `trace`, the row holds under "tokens" every token of cfg.trace_groups groups: its text,
+    entropy, advantage and ratio at each update (written to tokens.jsonl by the loop).
+    """
     t0 = time.perf_counter()
     # ---- 1-2. sample a group of G completions per prompt with the old policy; score them ----
-    ro = rollout(policy, tok, records, reward_fn, cfg, generator)
+    if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
+        sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator)
+        everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
+    else:
+        everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
     if cfg.algo == "grpo":
@@ -49,10 +59,19 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
             ref_logp = completion_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.completion_ids,
                                            s.completion_mask, cfg.temperature)                     # (N, T)
     mask = loss_mask(s.completion_mask, s.truncated, cfg.mask_truncated)                          # (N, T)
-    upd = update_policy(policy, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv)
+    rows = traced_rows(ro.rewards, cfg) if trace else None                                        # (R,)
+    upd = update_policy(policy, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows)
     # ---- 5. one row of fixed keys ----
-    return step_row(ro, upd, cfg.group_size) | {"sample_s": ro.sample_s,
-                                                "learn_s": time.perf_counter() - t0 - ro.sample_s}
+    row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
+                                                        "learn_s": time.perf_counter() - t0 - everything.sample_s}
+    row |= lengths_by_correctness(everything)
+    if cfg.dynamic_sampling:
+        row |= sampled
+    if upd.logp_diff_max is not None:
+        row["logp_diff_max"] = upd.logp_diff_max
+    if trace:
+        row["tokens"] = token_trace(tok, ro, adv, rows, upd)
+    return row
 
 
 class StopAfterStep:
@@ -104,6 +123,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
                         rows=state["extra"].get("metrics") if resume else None)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
+    traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
@@ -122,10 +142,15 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                 set_lr(opt, grpo_lr(step, cfg))
                 batch = prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed)
                 if critic is None:
-                    row = grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator)
+                    more = lambda r, step=step: prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, r)
+                    trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
+                    row = grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace)
                 else:
                     row = ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
                 row = {"step": step + 1, **row}
+                if "tokens" in row:   # the clip scrubber's data (lesson 9): one line per traced step
+                    traces.append({"step": step + 1, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
+                                   "groups": cfg.group_size, "completions": row.pop("tokens")})
                 if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
                     ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
                                   batch_size=cfg.eval_batch_size)

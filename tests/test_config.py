@@ -33,6 +33,12 @@ def test_presets_and_overrides():
     ("max_new_tokens", 0, "max_new_tokens=0"),
     ("max_seq_len", 4, "max_seq_len=4"),
     ("hidden_size", 130, "hidden_size=130"),
+    ("loss_type", "cispo2", "cispo"),
+    ("importance_sampling_level", "group", "token, sequence"),
+    ("old_logps", "cache", "sampler, recompute"),
+    ("delta", 0.9, "delta=0.9 must be 0 (off) or > 1"),
+    ("overlong_cache", 6, "overlong_cache=6 must be below max_new_tokens=6"),
+    ("max_sampling_rounds", 0, "max_sampling_rounds=0 must be >= 1"),
 ])
 def test_bad_values_name_the_field(field, value, words):
     with pytest.raises(ValueError) as e:
@@ -56,3 +62,8 @@ def test_unknown_preset_and_field():
 def test_bad_reward_is_refused_before_any_training(reward, task, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         make_config("cpu", reward=reward, task=task)
+
+
+def test_dynamic_sampling_and_ppo_do_not_mix():
+    with pytest.raises(ValueError, match="dynamic_sampling=True with algo='ppo'"):
+        make_config("cpu", algo="ppo", dynamic_sampling=True)

@@ -263,3 +263,99 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_naming_the_one_kept(t
                             f"training stopped, the last good checkpoint (step 1) is kept in {ckpt}")
     monkeypatch.undo()
     assert load_checkpoint(ckpt)[2]["step"] == 1
+
+
+def test_dynamic_sampling_fills_the_step_with_informative_groups(monkeypatch):
+    """Rounds whose groups are informative (i) or constant (c) as designed: i c i c, then c c c i, then i i c c.
+    B = 4 needs 2 + 1 + 2 >= 4 informative groups: three rounds, and the first four are trained on; with a
+    cap of two rounds, the three found so far."""
+    import dataclasses
+    import minigrpo.trainer as trainer
+    design = ["icic", "ccci", "iicc"]
+    calls = {"n": 0}
+    real = trainer.rollout
+
+    def designed(policy, tok, records, reward_fn, cfg, generator):
+        ro = real(policy, tok, records, reward_fn, cfg, generator)
+        pattern = design[calls["n"]]
+        calls["n"] += 1
+        rewards = torch.tensor([float(i % 2) if kind == "i" else 1.0 for kind in pattern for i in range(4)])
+        return dataclasses.replace(ro, rewards=rewards)
+
+    monkeypatch.setattr(trainer, "rollout", designed)
+    seen = {}
+    real_update = trainer.update_policy
+
+    def spy(policy, opt, samples, adv, *a, **k):
+        seen["prompts"] = samples.prompt_ids[::4]
+        return real_update(policy, opt, samples, adv, *a, **k)
+
+    monkeypatch.setattr(trainer, "update_policy", spy)
+    prompts = lambda r: [{**RECORDS[0], "prompt": f"{r}{i}+0="} for i in range(4)]
+    for cap, rounds, kept in ((3, 3, 4), (2, 2, 3)):
+        calls["n"] = 0
+        cfg, tok, model = setup(dynamic_sampling=True, max_sampling_rounds=cap, group_size=4)
+        row = grpo_step(model, None, tok, torch.optim.SGD(model.parameters(), lr=0.0), prompts(0), lambda *a, **k: 0.0,
+                        cfg, torch.Generator().manual_seed(0), prompts)
+        assert (row["sampling_rounds"], row["samples"], row["kept_groups"]) == (rounds, 16 * rounds, kept)
+        assert row["zero_var_frac"] == pytest.approx(1 - (2 + 1 + 2 * (rounds == 3)) / (4 * rounds))  # over all sampled
+        trained = ["".join(tok.convert_ids_to_tokens([i for i in p.tolist() if i != tok.pad_token_id][1:]))
+                   for p in seen["prompts"]]
+        assert trained == ["00+0=", "02+0=", "13+0=", "20+0="][:kept]
+
+
+def test_dynamic_sampling_trains_only_on_informative_groups(monkeypatch):
+    import minigrpo.trainer as trainer
+    seen = {}
+    real = trainer.update_policy
+
+    def spy(policy, opt, samples, adv, *a, **k):
+        seen["rows"], seen["adv"] = samples.completion_ids.shape[0], adv
+        return real(policy, opt, samples, adv, *a, **k)
+
+    monkeypatch.setattr(trainer, "update_policy", spy)
+    reward = lambda p, c, **f: 1.0 if p == "1+2=" else float(len(c) % 2)
+    cfg, tok, model = setup(dynamic_sampling=True, max_sampling_rounds=1, group_size=4)
+    row = grpo_step(model, None, tok, torch.optim.SGD(model.parameters(), lr=0.0), RECORDS, reward, cfg,
+                    torch.Generator().manual_seed(0), lambda r: RECORDS)
+    kept = row["kept_groups"]
+    assert seen["rows"] == 4 * kept and kept <= 3            # the constant group '1+2=' is gone
+    assert all((g != 0).any() for g in seen["adv"].view(kept, 4))
+
+
+def test_recomputed_old_logps_make_the_first_ratio_exactly_one():
+    cfg, tok, model = setup(num_iterations=3, old_logps="recompute", group_size=4, lr=1e-2)
+    reward = lambda p, c, **f: float(len(c) % 2)
+    row = grpo_step(model, None, tok, torch.optim.AdamW(model.parameters(), lr=1e-2), RECORDS, reward, cfg,
+                    torch.Generator().manual_seed(0), trace=True)
+    assert 0 <= row["logp_diff_max"] < 1e-4               # the sampler (KV cache) and the training forward agree
+    ratios = [c["ratios"] for c in row["tokens"]]         # per completion: mu lists of per-token ratios
+    assert all(r[0] == [1.0] * len(r[0]) for r in ratios)  # update 1: pi_theta = pi_old exactly
+    assert any(x != 1.0 for r in ratios for x in r[-1])    # update 3: the policy has moved
+    cfg, tok, model = setup(num_iterations=3, old_logps="sampler", group_size=4, lr=1e-2)
+    row = grpo_step(model, None, tok, torch.optim.AdamW(model.parameters(), lr=1e-2), RECORDS, reward, cfg,
+                    torch.Generator().manual_seed(0), trace=True)
+    assert "logp_diff_max" not in row
+
+
+def test_traced_tokens_are_written_per_traced_step(tmp_path):
+    cfg, tok, model = setup(out_dir=str(tmp_path), steps=4, trace_every=2, trace_groups=2, num_iterations=2,
+                            save_every=0, eval_every=0, reward="correct,format:0.5")
+    train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
+    traces = read_metrics(os.path.join(cfg.out_dir, "tokens.jsonl"))
+    assert [t["step"] for t in traces] == [2, 4]
+    for t in traces:
+        assert len(t["completions"]) == 2 * cfg.group_size and t["eps_high"] == cfg.eps_high
+        for c in t["completions"]:
+            n = len(c["tokens"])
+            assert len(c["entropy"]) == n and len(c["ratios"]) == 2 and all(len(r) == n for r in c["ratios"])
+            assert c["tokens"][-1] == "<eos>" or n == cfg.max_new_tokens
+
+
+def test_overlong_punishment_is_added_to_the_reward():
+    cfg, tok, model = setup(overlong_cache=2, max_new_tokens=6, group_size=4)
+    from minigrpo.sampler import rollout
+    ro = rollout(model, tok, RECORDS, lambda p, c, **f: 1.0, cfg, torch.Generator().manual_seed(0))
+    lengths = ro.samples.completion_mask.sum(1).tolist()
+    expected = [1.0 + (0.0 if n <= 4 else (4 - n) / 2) for n in lengths]
+    assert ro.rewards.tolist() == pytest.approx(expected) and min(expected) < 1.0   # some completions were long
