@@ -1,4 +1,4 @@
-"""Command line: python -m minigrpo {data,sft,train,eval,compare} [options] (see README.md).
+"""Command line: python -m minigrpo {data,sft,train,eval,compare,ablate} [options] (see README.md).
 
 Every field of minigrpo.config.Config is an option (--group_size 16 or --group-size 16), parsed by
 transformers' HfArgumentParser: the preset, then a --config file (JSON or YAML, e.g. a run's
@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, value in DEFAULTS.items():
         p.add_argument(f"--{name}", type=int, default=value, help=f"(default {value})")
 
+    from .course.ablate import SETTINGS  # stdlib only at import: cheap
+    p = sub.add_parser("ablate", help="lesson 9: the GRPO family's tricks one at a time, from one SFT start")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default="runs/family", help="summary.json and each run's metrics go here")
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default: the experiment's 40)")
+    p.add_argument("--init", default=None, help="the SFT start (default: results/cpu_equations/sft)")
+
     p = sub.add_parser("eval", help="held-out accuracy (and style shares for equations) as JSON")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/arithmetic/checkpoint)")
     p.add_argument("--data", required=True, help="a JSONL file of problems (e.g. data/arithmetic/test.jsonl)")
@@ -127,6 +135,11 @@ def _run(args) -> int:
         limit = args.max_new_tokens or (saved_config(args.checkpoint) or {}).get("max_new_tokens") or 48
         records = read_records(args.data, tok, limit, model.config.max_position_embeddings)
         print(json.dumps(evaluate(model, tok, records, max_new_tokens=limit, device=device), indent=2))
+        return 0
+    if args.command == "ablate":
+        from .course.ablate import START, ablate, table
+        summary = ablate(args.settings, args.seeds, args.out, init=args.init or START, steps=args.steps)
+        print(json.dumps(table(summary), indent=2))
         return 0
     if args.command == "compare":
         from .course.compare import DEFAULTS, compare, table

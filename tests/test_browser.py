@@ -9,6 +9,9 @@ against numbers derived here from the formulas: DAPO's decoupled clip
 means of Schulman's k1, k2, k3 for the table. Lesson 06 is run too, for the
 progress bar of its live training (tqdm.auto draws it as a widget); lesson 07's
 bar is the same code and is left to nbval, to save its minute of training.
+Lesson 09's clip scrubber is scrubbed through steps, groups and updates with the
+keyboard; its caption must count the clipped tokens as the rule of DAPO's clip
+gives them, from the committed tokens.jsonl read here.
 A missing ipywidgets front-end, an Output widget that never renders, or a
 callback that raises in the kernel fails here, though tests/test_viz.py
 passes. On failure, a screenshot, the page's HTML and the server log go to
@@ -26,7 +29,7 @@ import pytest
 
 from jupyterlab_browser import CHROMIUM_ARGS, REPO, VIEWPORT, LabServer, LessonPage, find_chromium, keep_evidence
 
-LESSONS = ("03_clipping.ipynb", "04_kl_and_objective.ipynb", "06_train_arithmetic.ipynb")
+LESSONS = ("03_clipping.ipynb", "04_kl_and_objective.ipynb", "06_train_arithmetic.ipynb", "09_the_grpo_family.ipynb")
 UPDATE_TIMEOUT = 60.0  # seconds for the kernel to answer one key press (generous: 2 busy cores)
 
 
@@ -300,3 +303,59 @@ def test_training_progress_bar_renders(lab, page):
         assert bar.locator(".progress-bar").evaluate("e => e.style.width") == "100%", f"the bar did not fill: {text!r}"
         # the lesson trains make_config("cpu", steps=50, ...)
         assert "GRPO: 100%" in text and "50/50" in text, f"the bar does not say 50 of 50 GRPO steps: {text!r}"
+
+
+# ------------------------------------------------------ lesson 09: the clip scrubber
+
+
+def clipped_by_hand(record: dict, update: int) -> tuple[int, int, int]:
+    """(at 1 - eps_low, at 1 + eps_high, tokens) of one traced step: A < 0 and r < 1 - eps_low, A > 0 and
+    r > 1 + eps_high, over every traced token at that update."""
+    low = high = tokens = 0
+    for c in record["completions"]:
+        for r in c["ratios"][update]:
+            tokens += 1
+            low += c["advantage"] < 0 and r < 1 - record["eps_low"]
+            high += c["advantage"] > 0 and r > 1 + record["eps_high"]
+    return low, high, tokens
+
+
+def test_clip_scrubber_follows_the_keyboard(lab, page):
+    import json
+    traces = [json.loads(line) for line in open(REPO / "results" / "cpu_family" / "mu4_s0" / "tokens.jsonl")]
+    lesson = LessonPage(page, lab, "09_the_grpo_family.ipynb")
+    with keep_evidence(lesson, "09_the_grpo_family"):
+        lesson.open()
+        lesson.run_all()
+        widget = rendered_widget(lesson, "scrubber = viz.clip_scrubber(")
+        state = {"trace": len(traces) - 1, "group": 0, "update": 3}   # where the lesson opens it
+
+        def mismatches() -> list[str]:
+            t = traces[state["trace"]]
+            low, high, tokens = clipped_by_hand(t, state["update"])
+            want = (f"step {t['step']}, group {state['group'] + 1}, update {state['update'] + 1} of 4: {low} of "
+                    f"{tokens} traced tokens at 1 - eps_low, {high} at 1 + eps_high")
+            shown = widget.locator(".widget-html b").inner_text()
+            tokens_shown = widget.locator(".widget-html .completion").count()
+            wrong = [] if shown == want else [f"caption {shown!r}, expected {want!r}"]
+            return wrong + ([] if tokens_shown == t["groups"] else [f"{tokens_shown} completions shown, expected "
+                                                                     f"{t['groups']}"])
+
+        def shows(what: str) -> str:
+            expect(lesson, mismatches, what)
+            return widget.locator(".widget-html").nth(1).inner_html()
+
+        start = shows("after Run All Cells, the scrubber is not at the last traced step's last update")
+        lesson.press(slider(widget, "trace")[0], "ArrowLeft")
+        state["trace"] -= 1
+        earlier = shows("trace moved back one step with the keyboard")
+        assert earlier != start, "the tokens did not change with the step"
+        lesson.press(slider(widget, "group")[0], "ArrowRight")
+        state["group"] = 1
+        other = shows("group moved 1 -> 2 with the keyboard")
+        assert other != earlier, "the tokens did not change with the group"
+        lesson.press(slider(widget, "update")[0], "Home")
+        state["update"] = 0
+        first = shows("update moved to the first with the Home key: every ratio is (about) 1, nothing clipped")
+        lesson.press(widget.locator(".widget-toggle-button", has_text="ratio"), "Space")
+        assert shows("colour switched to the ratio") != first, "the colours did not change with the toggle"

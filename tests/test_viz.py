@@ -276,3 +276,66 @@ def test_an_explorer_error_is_printed_under_the_widget_and_raised(monkeypatch, m
     shown = [o for o in w.out.outputs if o.get("name") == "stderr"]
     assert len(shown) == 1 and "RuntimeError: drawing went wrong" in shown[0]["text"]
     assert "Traceback (most recent call last)" in shown[0]["text"]
+
+
+# ------------------------------------------------------------- clip scrubber (lesson 09)
+
+from minigrpo.course.viz import scrub  # noqa: E402
+
+# One traced step, worked out by hand: eps 0.2 / 0.28, two groups of G = 2.
+TRACE = {"step": 10, "eps_low": 0.2, "eps_high": 0.28, "groups": 2, "completions": [
+    {"tokens": ["4", "<eos>"], "advantage": 1.0, "correct": True, "entropy": [0.5, 0.0],
+     "ratios": [[1.0, 1.0], [1.3, 1.1]]},                 # update 2: "4" above 1.28 with A > 0 -> high
+    {"tokens": ["5", "<eos>"], "advantage": -1.0, "correct": False, "entropy": [1.0, 2.0],
+     "ratios": [[1.0, 1.0], [0.7, 0.85]]},                # update 2: "5" below 0.8 with A < 0 -> low
+    {"tokens": ["x", "=", "<eos>"], "advantage": -0.5, "correct": False, "entropy": [0.1, 0.1, 0.1],
+     "ratios": [[1.0, 1.0, 1.0], [1.5, 0.9, 1.0]]},       # A < 0 above 1: never clipped, whatever r
+    {"tokens": ["7"], "advantage": 0.5, "correct": True, "entropy": [0.3], "ratios": [[1.0], [0.5]]}]}
+
+
+def test_token_states_and_clip_counts_by_hand():
+    first = scrub.token_states(TRACE["completions"][0], 0.2, 0.28, update=1)
+    assert [s["clip"] for s in first] == ["high", None] and first[0]["ratio"] == 1.3
+    assert [s["clip"] for s in scrub.token_states(TRACE["completions"][1], 0.2, 0.28, 1)] == ["low", None]
+    assert [s["clip"] for s in scrub.token_states(TRACE["completions"][2], 0.2, 0.28, 1)] == [None] * 3
+    assert [s["clip"] for s in scrub.token_states(TRACE["completions"][3], 0.2, 0.28, 1)] == [None]
+    assert scrub.clip_counts(TRACE, 1) == {"low": 1, "high": 1, "tokens": 8}
+    assert scrub.clip_counts(TRACE, 0) == {"low": 0, "high": 0, "tokens": 8}   # update 1: every ratio is 1
+
+
+def test_token_colors_by_hand():
+    s = {"ratio": 1.28, "clip": "high", "entropy": 1.0, "advantage": -2.0}
+    assert scrub.token_color(s, "clip", 0.2, 0.28) == "#1f77b4"
+    assert scrub.token_color(s, "ratio", 0.2, 0.28) == "#1f77b4"                   # at the bound: full blue
+    assert scrub.token_color({**s, "ratio": 0.95}, "ratio", 0.2, 0.28) == "#f5c9c9"  # a quarter of the way to 0.8
+    assert scrub.token_color({**s, "ratio": 1.0}, "ratio", 0.2, 0.28) == "#ffffff"
+    assert scrub.token_color({**s, "entropy": 0.5}, "entropy", 0.2, 0.28) == "#ffdfc3"   # a quarter of max 2
+    assert scrub.token_color(s, "advantage", 0.2, 0.28) == "#d62728"               # A = -2: full red
+    with pytest.raises(ValueError, match="by='size'"):
+        scrub.token_color(s, "size", 0.2, 0.28)
+
+
+def test_group_html_lays_out_each_token_with_its_colour():
+    html = scrub.group_html(TRACE, group=0, update=1, by="clip")
+    assert html.count('class="completion"') == 2 and html.count('class="tok"') == 4
+    assert 'background:#1f77b4">4</span>' in html and 'background:#d62728">5</span>' in html
+    assert "&lt;eos&gt;" in html and "r = 1.3000" in html and "A = +1.00 right" in html
+    assert scrub.group_html(TRACE, group=1, update=1, by="clip").count('class="tok"') == 4
+    assert scrub.scrub_text(TRACE, 0, 1) == ("step 10, group 1, update 2 of 2: 1 of 8 traced tokens at 1 - eps_low, "
+                                             "1 at 1 + eps_high")
+
+
+def test_clip_scrubber_redraws_on_every_control():
+    w = scrub.clip_scrubber([TRACE, {**TRACE, "step": 20}])
+    assert w.update.value == 1 and "step 10, group 1, update 2 of 2" in w.caption.value   # starts at the last update
+    w.step.value = 1
+    assert "step 20" in w.caption.value
+    w.update.value = 0
+    assert "0 at 1 + eps_high" in w.caption.value and "#1f77b4" not in w.tokens.value
+    w.group.value = 1
+    assert ">x</span>" in w.tokens.value
+    w.by.value = "entropy"
+    assert 'background:#fff9f3">x</span>' in w.tokens.value          # entropy 0.1: 1/20 of the way to orange
+    before = w.tokens.value
+    w.by.value = "advantage"
+    assert w.tokens.value != before

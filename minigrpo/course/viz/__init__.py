@@ -8,6 +8,8 @@ what those return, so the numbers are tested without a browser (tests/test_viz.p
                 one update moves a token's probability; `clip_explorer()`
     kl.py       lesson 04: k1/k2/k3 against the exact KL, the loss aggregations'
                 token weights; `kl_explorer()`
+    scrub.py    lesson 09: every token of a mu > 1 run coloured by its ratio, clip, entropy
+                or advantage; `clip_scrubber()`
     widgets.py  what the explorers share: drawing into an Output widget from a
                 callback, safely across the kernel's threads
 
@@ -18,10 +20,14 @@ from .clip import (CLIP_COLORS, TABLE_PROBS, ClipExplorer, bounds_text, clip_cur
                    draw_clip_axes, plot_clip_cases, probability_bounds, zero_gradient_region)
 from .kl import (KL_COLORS, KLExplorer, draw_kl_axes, kl_estimator_stats, kl_explorer, kl_moments, kl_pair,
                  kl_samples, kl_table_text, token_weights)
+from .scrub import (COLOR_BY, ClipScrubber, clip_counts, clip_scrubber, group_html, read_traces, token_color,
+                    token_states)
 
 __all__ = [
     "CLIP_COLORS", "TABLE_PROBS", "ClipExplorer", "bounds_text", "clip_curve", "clip_explorer", "clip_state",
     "draw_clip_axes", "plot_clip_cases", "probability_bounds", "zero_gradient_region",
     "KL_COLORS", "KLExplorer", "draw_kl_axes", "kl_estimator_stats", "kl_explorer", "kl_moments", "kl_pair",
     "kl_samples", "kl_table_text", "token_weights",
+    "COLOR_BY", "ClipScrubber", "clip_counts", "clip_scrubber", "group_html", "read_traces", "token_color",
+    "token_states",
 ]

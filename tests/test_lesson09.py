@@ -1,0 +1,185 @@
+"""Lesson 09 (the GRPO family's tricks, measured): its exercise checkers accept the solutions and reject wrong
+answers, and the committed experiment it reads (results/cpu_family/) is complete and agrees with each run's own
+metrics and with what the settings imply.
+
+The solutions are exec'd from the solutions notebook; the expected numbers are derived here independently (from
+the formulas, and from the metrics.jsonl files).
+"""
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minigrpo.course.ablate import BASE, SETTINGS, TRACED, table
+from minigrpo.course.exercises import lesson09
+
+from nbcells import function_defined
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "09_the_grpo_family_solutions.ipynb")
+RUN = os.path.join(ROOT, "results", "cpu_family")
+TIMINGS = ("sample_s", "learn_s")
+
+
+def solution_fn(name):
+    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math})
+
+
+@pytest.fixture(scope="module")
+def summary():
+    with open(os.path.join(RUN, "summary.json")) as f:
+        return json.load(f)
+
+
+def rows_of(setting, seed):
+    with open(os.path.join(RUN, f"{setting}_s{seed}", "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ------------------------------------------------------------------ the checkers
+
+
+def test_checkers_accept_the_solutions(capsys):
+    lesson09.check_sequence_ratio(solution_fn("sequence_ratio"))
+    lesson09.check_cispo_loss(solution_fn("cispo_loss"))
+    lesson09.check_group_weight(solution_fn("group_weight"))
+    lesson09.check_samples_per_informative_group(solution_fn("samples_per_informative_group"),
+                                                 rows_of("dynamic_sampling", 0))
+    out = capsys.readouterr().out
+    assert out.count(": correct") == 4 and "not done" not in out
+
+
+def test_checkers_say_not_done_for_stubs(capsys):
+    lesson09.check_sequence_ratio(lambda logp, old, mask: None)
+    lesson09.check_cispo_loss(lambda logp, old, adv, mask, cap: None)
+    lesson09.check_group_weight(lambda k, G, scale: None)
+    lesson09.check_samples_per_informative_group(lambda rows: None, rows_of("dynamic_sampling", 0))
+    assert capsys.readouterr().out.count("not done yet") == 4
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda lp, old, m: torch.exp((lp - old).mean(-1)),                        # padding counted
+    lambda lp, old, m: torch.exp(((lp - old) * m).sum(-1)),                   # the product of ratios, no mean
+    lambda lp, old, m: (torch.exp(lp - old) * m).sum(-1) / m.sum(-1),         # arithmetic mean of token ratios
+])
+def test_sequence_ratio_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="sequence_ratio"):
+        lesson09.check_sequence_ratio(wrong)
+
+
+def _cispo_wrong_attached(logp, old, adv, mask, cap):     # the weight keeps its gradient
+    w = torch.clamp(torch.exp(logp - old), max=cap)
+    return -(w * adv[:, None] * logp * mask).sum() / mask.sum()
+
+
+def _cispo_wrong_sequence_mean(logp, old, adv, mask, cap):   # per-sequence mean instead of the token mean
+    w = torch.clamp(torch.exp(logp - old), max=cap).detach()
+    return -((w * adv[:, None] * logp * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+@pytest.mark.parametrize("wrong", [_cispo_wrong_attached, _cispo_wrong_sequence_mean])
+def test_cispo_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="cispo_loss"):
+        lesson09.check_cispo_loss(wrong)
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda k, G, scale: 2 * k * (G - k) / G,                                  # no std, whatever the scale
+    lambda k, G, scale: 0.0 if k in (0, G) else 2 * math.sqrt(G * G) * math.sqrt(k / G * (1 - k / G)),  # G, not G-1
+])
+def test_group_weight_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="group_weight"):
+        lesson09.check_group_weight(wrong)
+
+
+def test_samples_checker_rejects_a_mean_of_ratios():
+    rows = rows_of("dynamic_sampling", 0)
+    with pytest.raises(AssertionError, match="samples_per_informative_group"):
+        lesson09.check_samples_per_informative_group(
+            lambda rs: statistics.mean(r["samples"] / max(r["kept_groups"], 1) for r in rs) * 1.01, rows)
+
+
+# ------------------------------------------------------------------ the committed experiment
+
+
+def test_every_setting_ran_with_three_seeds_from_lesson_7s_start(summary):
+    assert summary["init"] == os.path.join("results", "cpu_equations", "sft")
+    assert set(summary["settings"]) == set(SETTINGS) and summary["base"] == BASE
+    counts = {s: sorted(r["seed"] for r in summary["runs"] if r["setting"] == s) for s in SETTINGS}
+    assert all(seeds == [0, 1, 2] for seeds in counts.values()), counts
+
+
+def test_each_run_agrees_with_its_own_metrics(summary):
+    for run in summary["runs"]:
+        rows = rows_of(run["setting"], run["seed"])
+        steps = {**BASE, **SETTINGS[run["setting"]][1]}["steps"]
+        assert [r["step"] for r in rows] == list(range(1, steps + 1)), run["setting"]
+        evals = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
+        assert [p["accuracy"] for p in run["curve"][1:]] == evals and run["final_accuracy"] == evals[-1]
+        assert run["clip_high"] == pytest.approx(statistics.mean(r["clip_high"] for r in rows), abs=1e-12)
+        assert run["entropy_last"] == pytest.approx(statistics.mean(r["entropy"] for r in rows[-5:]), abs=1e-12)
+        spent = sum(r.get("samples", BASE["prompts_per_step"] * BASE["group_size"]) for r in rows)
+        assert run["samples"] == spent
+
+
+def test_at_mu_1_the_clip_range_cannot_matter(summary):
+    """With one update per batch the ratio is exactly 1, so eps_high 0.2 and 0.28 run the same steps, bit for bit."""
+    for seed in (0, 1, 2):
+        a = [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows_of("base", seed)]
+        b = [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows_of("eps_high_0.20", seed)]
+        assert a == b and all(r["clip_low"] == r["clip_high"] == 0.0 and r["ratio_mean"] == 1.0 for r in a)
+
+
+def test_mu_4_clips_and_dynamic_sampling_pays_in_samples(summary):
+    for seed in (0, 1, 2):
+        assert all(r["clip_low"] + r["clip_high"] > 0 for r in rows_of("mu4", seed)[1:])
+        rows = rows_of("dynamic_sampling", seed)
+        per_step = BASE["prompts_per_step"] * BASE["group_size"]
+        assert all(r["samples"] == per_step * r["sampling_rounds"] and r["kept_groups"] <= BASE["prompts_per_step"]
+                   and 1 <= r["sampling_rounds"] <= 3 for r in rows)
+        assert any(r["sampling_rounds"] > 1 for r in rows)
+
+
+def test_the_table_is_the_mean_and_spread_over_seeds(summary):
+    rows = {r["setting"]: r for r in table(summary)}
+    for setting in SETTINGS:
+        accs = [r["final_accuracy"] for r in summary["runs"] if r["setting"] == setting]
+        assert rows[setting]["final_accuracy"] == pytest.approx(sum(accs) / 3)
+        assert rows[setting]["final_accuracy_std"] == pytest.approx(statistics.stdev(accs))
+
+
+def test_the_clip_scrubber_has_its_trace(summary):
+    traces = [json.loads(line) for line in open(os.path.join(RUN, f"{TRACED}_s0", "tokens.jsonl"))]
+    mu = {**BASE, **SETTINGS[TRACED][1]}["num_iterations"]
+    assert len(traces) == 4 and all(len(c["ratios"]) == mu for t in traces for c in t["completions"])
+    # update 1: pi_theta is pi_old (the sampler's log-probs agree with the training forward's to ~1e-6) ...
+    assert all(abs(x - 1) < 1e-3 for t in traces for c in t["completions"] for x in c["ratios"][0])
+    # ... by update mu the policy has moved
+    assert any(abs(x - 1) > 1e-2 for t in traces for c in t["completions"] for x in c["ratios"][-1])
+
+
+def test_ablate_runs_end_to_end_and_resumes(tmp_path):
+    def ablate(steps):
+        out = subprocess.run([sys.executable, "-m", "minigrpo", "ablate", "--settings", "base", "dr_grpo_loss",
+                              "--seeds", "0", "--steps", str(steps), "--out", str(tmp_path)], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout[out.stdout.index("["):])
+
+    table_rows = ablate(2)
+    assert [r["setting"] for r in table_rows] == ["base", "dr_grpo_loss"] and all(r["seeds"] == 1 for r in table_rows)
+    metrics = tmp_path / "dr_grpo_loss_s0" / "metrics.jsonl"
+    assert len(metrics.read_text().splitlines()) == 2
+    # as if cut short: the second run lost its result.json; ablate again reruns that run only
+    (tmp_path / "dr_grpo_loss_s0" / "result.json").unlink()
+    base_written = (tmp_path / "base_s0" / "metrics.jsonl").stat().st_mtime_ns
+    untimed = lambda rows: [{k: v for k, v in r.items() if not k.startswith("train_seconds")} for r in rows]
+    assert untimed(ablate(2)) == untimed(table_rows)   # the rerun is the same run, seeded alike
+    assert (tmp_path / "base_s0" / "metrics.jsonl").stat().st_mtime_ns == base_written
+    # other settings (here the steps) are not a finished run: both run again
+    assert all(r["seeds"] == 1 for r in ablate(1)) and len(metrics.read_text().splitlines()) == 1
