@@ -42,7 +42,7 @@ def _constant(grouped: torch.Tensor) -> torch.Tensor:
 def group_stats(rewards: torch.Tensor, group_size: int, std: str = "sample") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-prompt mean mu_r (B,) and std sigma_r (B,) of the rewards (N,); sigma is exactly 0 for equal rewards.
 
-    `std`: "sample" divides the squared deviations by G-1 (the document's formula), "population" by G.
+    `std`: "sample" divides the squared deviations by G-1 (the note's formula), "population" by G.
     """
     check("std", std)
     grouped = _grouped(rewards, group_size)                                 # (B, G)

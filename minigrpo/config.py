@@ -110,7 +110,7 @@ PRESETS: dict[str, dict] = {
         steps=600, prompts_per_step=128, group_size=16, max_new_tokens=8,
         lr=3e-4, eval_every=100, eval_size=1000, save_every=200,
     ),
-    # The source document's section 6: solve ax+b=c, rewarded by its rubric (9/8/6/0); ~11 min on a
+    # The note's section 6: solve ax+b=c, rewarded by its rubric (9/8/6/0); ~11 min on a
     # 2-core CPU. A small lr: the style signal is full-strength (lesson 07), and 5e-5 already cost accuracy.
     "equations": dict(
         task="equations", out_dir="runs/equations", reward="rubric",

@@ -68,7 +68,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str = "grp
         "bnpo", "dapo"  sum_n S_n / max(sum_n |o_n|, 1)      DAPO §3.3 (token level; TRL's "dapo" counts
         "cispo"                                              the tokens of all processes), and CISPO
         "dr_grpo"       sum_n S_n / (N L), L = max_completion_length or T      Dr. GRPO §3.1
-        "seq_sum"       1/N sum_n S_n                        the document's formula as printed
+        "seq_sum"       1/N sum_n S_n                        the note's formula as printed
     """
     check("loss_type", loss_type)
     n_seq, n_pos = per_token.shape

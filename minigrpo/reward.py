@@ -1,6 +1,6 @@
 """Verifiable rewards: plain functions that score one completion, and the spec that combines them.
 
-Source: the course document, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求解方程
+Source: the note, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求解方程
 2x+3=7") and section 4 (one number per whole completion). Every reward is
 `reward(prompt, completion, **task_fields) -> float` and ignores the record fields it does not use.
 

@@ -1,6 +1,6 @@
 """The course's tasks: the note's three solution styles of an equation, and strict parsing of a final answer.
 
-Source: the course document, section 6 ("六、示例：GRPO训练数学解题模型"): "求解方程 2x+3=7" gets three
+Source: the note, section 6 ("六、示例：GRPO训练数学解题模型"): "求解方程 2x+3=7" gets three
 correct answers scored 6.0 (guess "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"), 8.0 (short
 "两边减3，得2x=4，再除以2，得x=2。") and 9.0 (complete "2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。";
 the note's "因为治安" is a typo, written "因为"). Parsing is strict on purpose: a reward from a lenient

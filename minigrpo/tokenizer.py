@@ -1,7 +1,7 @@
 """A character-level tokenizer for arithmetic and the note's equations (section 6), as a PreTrainedTokenizerFast.
 
 Every character is one token: digits, operators, `x`, punctuation, the Chinese characters of the
-document's equation example, and four special tokens. A character with no token is an error that
+note's equation example, and four special tokens. A character with no token is an error that
 names it (`encode` checks; `tok(text)` would map it to <unk>): dropping it would change the problem.
 
     encode(tok, "12+34=")   # [BOS, '1', '2', '+', '3', '4', '=']
@@ -16,7 +16,7 @@ SPECIAL_TOKENS = [PAD, EOS, BOS, UNK]  # ids 0, 1, 2, 3
 
 ASCII_CHARS = "0123456789+-*/=()x.,:;?! \n"
 CHINESE_PUNCTUATION = "×÷，。：；？！、（）“”→"
-# The Chinese characters of the source document's section 6 (its worked
+# The Chinese characters of the note's section 6 (its worked
 # equation example and the text around it), plus 加 乘 验 证 for the
 # solution styles the tasks write.
 CHINESE_CHARS = (

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from minigrpo.advantage import group_advantages, group_stats, zero_variance_fraction
 
-# Document, section 3: rewards 3.8, 5.2, 6.1.
+# The note, section 3: rewards 3.8, 5.2, 6.1.
 #   mu = 15.1 / 3 = 151/30 = 5.0333
 #   deviations = -37/30, 5/30, 32/30  (-1.2333, 0.1667, 1.0667)
 #   sum of squares = (1369 + 25 + 1024) / 900 = 2418/900
@@ -24,11 +24,11 @@ DOC_REWARDS = [3.8, 5.2, 6.1]
 DOC_SAMPLE = [-37 / math.sqrt(1209), 5 / math.sqrt(1209), 32 / math.sqrt(1209)]
 DOC_POPULATION = [-37 / math.sqrt(806), 5 / math.sqrt(806), 32 / math.sqrt(806)]
 
-# Document, section 6 (equation 2x+3=7): rewards 6, 8, 9.
+# The note, section 6 (equation 2x+3=7): rewards 6, 8, 9.
 #   mu = 23/3 = 7.6667; deviations = -5/3, 1/3, 4/3; sum of squares = 42/9
 #   sample sigma     = sqrt(42/9 / 2) = sqrt(7/3)  = 1.5275 -> A = (-5, 1, 4)/sqrt(21) = -1.09, 0.22, 0.87
 #   population sigma = sqrt(42/9 / 3) = sqrt(14)/3 = 1.2472 -> A = (-5, 1, 4)/sqrt(14) = -1.34, 0.27, 1.07
-#   (the document prints sigma ~= 1.25 and -1.34, 0.26, 1.06: population sigma and rounded intermediates)
+#   (the note prints sigma ~= 1.25 and -1.34, 0.26, 1.06: population sigma and rounded intermediates)
 EQ_REWARDS = [6.0, 8.0, 9.0]
 EQ_SAMPLE = [-5 / math.sqrt(21), 1 / math.sqrt(21), 4 / math.sqrt(21)]
 EQ_POPULATION = [-5 / math.sqrt(14), 1 / math.sqrt(14), 4 / math.sqrt(14)]
@@ -42,14 +42,14 @@ def close(actual, expected, atol=1e-9):
     assert torch.allclose(actual, t(expected), rtol=0, atol=atol), (actual, expected)
 
 
-def test_document_group_sample_std():
+def test_note_group_sample_std():
     adv = group_advantages(t(DOC_REWARDS), group_size=3)
     close(adv, DOC_SAMPLE)
-    # The document's two-decimal numbers.
+    # The note's two-decimal numbers.
     assert [round(a, 2) for a in adv.tolist()] == [-1.06, 0.14, 0.92]
 
 
-def test_document_group_population_std():
+def test_note_group_population_std():
     close(group_advantages(t(DOC_REWARDS), 3, std="population"), DOC_POPULATION)
 
 
@@ -86,7 +86,7 @@ def test_equal_rewards_give_exact_zero(scale, value):
 
 
 def test_multiple_groups_are_independent():
-    # Group 0: document rewards; group 1: all equal; group 2: equation rewards.
+    # Group 0: note rewards; group 1: all equal; group 2: equation rewards.
     rewards = t(DOC_REWARDS + [0.3, 0.3, 0.3] + EQ_REWARDS)
     adv = group_advantages(rewards, 3)
     close(adv, DOC_SAMPLE + [0.0, 0.0, 0.0] + EQ_SAMPLE)

@@ -97,7 +97,7 @@ def test_reachable_by_hand():
     low, high = reachable(0.01, 0.2)
     assert math.isclose(low, 0.008, abs_tol=1e-15) and math.isclose(high, 0.012, abs_tol=1e-15)
     low, high = reachable(0.9, 0.2)
-    assert math.isclose(low, 0.72, abs_tol=1e-15) and high == 1.0  # never the document's 1.08
+    assert math.isclose(low, 0.72, abs_tol=1e-15) and high == 1.0  # never the note's 1.08
 
 
 def test_reachable_matches_package_objective():
@@ -204,7 +204,7 @@ def test_checker_rejects_wrong_answers(name, wrong):
 # ------------------------------------------------------------------ hygiene
 
 
-def test_document_numbers_are_pinned_in_the_lesson():
+def test_note_numbers_are_pinned_in_the_lesson():
     pinned = [c for c in code_cells(LESSON) if source(c).startswith("# NBVAL_CHECK_OUTPUT")]
     text = "".join("".join(o.get("text", "")) for c in pinned for o in c.get("outputs", []))
     assert "0.012" in text and "1.08" in text and "0.9 -> 1.00 (ratio 1.111)" in text

@@ -185,7 +185,7 @@ def test_checker_rejects_wrong_answers(name, wrong):
 # ------------------------------------------------------------------ hygiene
 
 
-def test_document_numbers_are_pinned_in_the_lesson():
+def test_note_numbers_are_pinned_in_the_lesson():
     pinned = [c for c in code_cells(LESSON) if source(c).startswith("# NBVAL_CHECK_OUTPUT")]
     text = "".join("".join(o.get("text", "")) for c in pinned for o in c.get("outputs", []))
     for number in ("5.0333", "1.1590", "-1.0641", "+0.1438", "+0.9203",  # 3.8 / 5.2 / 6.1

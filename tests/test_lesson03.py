@@ -69,7 +69,7 @@ def test_lesson_is_executed_without_errors():
 def test_lesson_pins_the_corrected_numbers():
     pinned = [c for c in code_cells(LESSON) if source(c).startswith("# NBVAL_CHECK_OUTPUT")]
     text = "".join(outputs_text(c) for c in pinned)
-    assert "0.01 -> 0.012 " in text  # document 1.3, right
+    assert "0.01 -> 0.012 " in text  # note 1.3, right
     assert "0.01 -> 0.0128" in text  # DAPO clip-higher
     assert "0.9 -> min(1, 1.08) = 1" in text and "0.9 -> min(1, 1.17) = 1" in text  # capped by 1
     assert "eps_low  = 0.1:  0.01 -> 0.009" in text  # the lower bound limits a fall

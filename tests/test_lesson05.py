@@ -185,17 +185,17 @@ def test_timing_and_training_cells_are_not_compared():
             assert "/tmp" not in out and "0x" not in out and " s |" not in out
 
 
-def test_lesson_pins_the_document_numbers():
+def test_lesson_pins_the_note_numbers():
     pinned = [c for c in code_cells(LESSON) if source(c).startswith("# NBVAL_CHECK_OUTPUT")]
     text = "".join(outputs_text(c) for c in pinned)
     assert "answer 1 (guess   ) rubric 6.0" in text
     assert "answer 2 (short   ) rubric 8.0" in text
     assert "answer 3 (complete) rubric 9.0" in text
     assert "a wrong answer      rubric 0.0" in text
-    assert "the document's text rubric 6.0" in text  # 因为治安: correct, other wording
+    assert "the note's text rubric 6.0" in text  # 因为治安: correct, other wording
     assert "sample std (G-1)       -1.09  +0.22  +0.87" in text
     assert "population std (G)     -1.34  +0.27  +1.07" in text
-    assert "document (7.67, 1.25)  -1.34  +0.26  +1.06" in text
+    assert "note (7.67, 1.25)      -1.34  +0.26  +1.06" in text
     assert "parameters               1,077,504" in text
     assert "UnknownCharacterError: character 'y'" in text
     assert "'x=2或x=3。'               -> None" in text

@@ -8,6 +8,7 @@ import itertools
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -27,7 +28,7 @@ RUN = os.path.join(ROOT, "results", "cpu_arithmetic")
 
 
 def solution(name):
-    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math, "combine": combine})
+    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math, "np": np, "combine": combine})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py, as are `rows` and `results` of RUN
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py, as are `rows`
 
 
 def test_checkers_accept_the_solutions(rows, capsys):
-    lesson06.check_all_equal_prob(solution("all_equal_prob"))
+    lesson06.check_mixed_group_share(solution("mixed_group_share"))
     lesson06.check_make_format_bonus_reward(solution("make_format_bonus_reward"))
     lesson06.check_first_step_reaching(solution("first_step_reaching"), rows)
     out = capsys.readouterr().out
@@ -45,31 +46,28 @@ def test_checkers_accept_the_solutions(rows, capsys):
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
-    lesson06.check_all_equal_prob(lambda p, G: None)
+    lesson06.check_mixed_group_share(lambda right, G: None)
     lesson06.check_make_format_bonus_reward(lambda: None)
     lesson06.check_first_step_reaching(lambda rows, level: None)
     assert capsys.readouterr().out.count("not done yet") == 3
 
 
-def test_all_equal_prob_cases_by_enumeration():
-    """The checker's numbers equal the probability summed over all 2^G outcomes."""
-    for p, G, expected in lesson06.ALL_EQUAL_CASES:
-        if G > 8:
-            continue
-        total = sum(math.prod(p if x else 1 - p for x in outcome)
-                    for outcome in itertools.product((0, 1), repeat=G) if len(set(outcome)) == 1)
-        assert math.isclose(total, expected, rel_tol=1e-9, abs_tol=1e-12)
+def test_mixed_group_cases_by_brute_force():
+    """The checker's numbers, counted group by group with plain Python."""
+    for rows, G, expected in lesson06.MIXED_CASES:
+        groups = [row[k:k + G] for row in rows for k in range(0, len(row), G)]
+        assert sum(len(set(g)) > 1 for g in groups) / len(groups) == expected
 
 
 @pytest.mark.parametrize("wrong", [
-    lambda p, G: p ** G,                         # only all-right
-    lambda p, G: p ** G * (1 - p) ** G,          # and instead of or
-    lambda p, G: 1 - p ** G - (1 - p) ** G,      # the mixed-group probability
-    lambda p, G: p ** G + (1 - p) ** G + 1e-3,   # off by a little
+    lambda right, G: float(np.mean(np.asarray(right).reshape(len(right), -1, G).min(-1) ==
+                                   np.asarray(right).reshape(len(right), -1, G).max(-1))),   # the all-equal share
+    lambda right, G: float(np.mean(np.asarray(right).reshape(-1, G, len(right)).std(1) > 0)),  # groups across prompts
+    lambda right, G: float(np.mean(np.asarray(right).mean(1) % 1 > 0)),                      # per prompt, not group
 ])
-def test_all_equal_prob_rejects_wrong(wrong):
+def test_mixed_group_share_rejects_wrong(wrong):
     with pytest.raises(AssertionError):
-        lesson06.check_all_equal_prob(wrong)
+        lesson06.check_mixed_group_share(wrong)
 
 
 @pytest.mark.parametrize("weights", [

@@ -22,32 +22,52 @@ RUN = os.path.join(ROOT, "results", "cpu_compare")
 
 
 def solution_fn(name):
-    return function_defined(SOLUTIONS, name, {"torch": torch})
+    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math})
+
+
+def grpo_rows():
+    with open(os.path.join(RUN, "grpo_s0", "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
 
 
 def test_checkers_accept_the_solutions(capsys):
-    lesson08.check_rloo_advantages(solution_fn("rloo_advantages"))
+    lesson08.check_group_baseline_error(solution_fn("group_baseline_error"))
     lesson08.check_gae_advantages(solution_fn("gae_advantages"))
-    lesson08.check_rloo_over_grpo(solution_fn("rloo_over_grpo"))
+    lesson08.check_backward_share(solution_fn("backward_share"), grpo_rows())
     out = capsys.readouterr().out
     assert out.count(": correct") == 3 and "not done" not in out
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
-    lesson08.check_rloo_advantages(lambda rewards, G: None)
+    lesson08.check_group_baseline_error(lambda p, v, G: None)
     lesson08.check_gae_advantages(lambda values, R, lam: None)
-    lesson08.check_rloo_over_grpo(lambda rewards: None)
+    lesson08.check_backward_share(lambda rows: None, grpo_rows())
     assert capsys.readouterr().out.count("not done yet") == 3
 
 
 @pytest.mark.parametrize("wrong", [
-    lambda r, G: r - r.reshape(-1, G).mean(1).repeat_interleave(G),           # the group mean, not the others'
-    lambda r, G: r - r.mean(),                                                # the batch mean (REINFORCE)
-    lambda r, G: (r - r.reshape(-1, G).mean(1).repeat_interleave(G)) * G,     # wrong factor
+    lambda p, v, G: abs(p - v),                                               # the error of the mean, not its mean
+    lambda p, v, G: math.sqrt(p * (1 - p) / G),                               # the std of m, whatever v is
+    lambda p, v, G: sum(math.comb(G, k) * p**k * (1 - p) ** (G - k) * abs(k / G - v) for k in range(G)),  # k = G
 ])
-def test_rloo_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="rloo_advantages"):
-        lesson08.check_rloo_advantages(wrong)
+def test_group_baseline_error_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="group_baseline_error"):
+        lesson08.check_group_baseline_error(wrong)
+
+
+def test_the_baseline_error_cases_agree_with_values_group_mean_error():
+    from minigrpo.course.values import group_mean_error
+    for p, v, G, expected in lesson08.BASELINE_ERROR_CASES:
+        assert group_mean_error(p, v, G) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda rows: sum(r["zero_var_frac"] for r in rows) / len(rows),          # the skipped share
+    lambda rows: 1 - rows[-1]["zero_var_frac"],                                # the last step only
+])
+def test_backward_share_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="backward_share"):
+        lesson08.check_backward_share(wrong, grpo_rows())
 
 
 def _gae(values, R, lam, gamma=1.0, last_value=0.0):
@@ -69,20 +89,8 @@ def test_gae_checker_rejects_wrong(wrong):
         lesson08.check_gae_advantages(wrong)
 
 
-def test_rloo_over_grpo_checker_rejects_the_population_std():
-    G = lambda r: len(r)
-    with pytest.raises(AssertionError, match="rloo_over_grpo"):
-        lesson08.check_rloo_over_grpo(lambda r: G(r) / (G(r) - 1) * r.std(unbiased=False))
-    with pytest.raises(AssertionError, match="rloo_over_grpo"):
-        lesson08.check_rloo_over_grpo(lambda r: r.std())
-
-
 def test_the_hand_cases_agree_with_the_engine():
-    from minigrpo.advantage import baseline_advantages
     from minigrpo.ppo import gae
-    for rewards, G, expected in lesson08.RLOO_CASES:
-        got = baseline_advantages(torch.tensor(rewards, dtype=torch.float64), G, "rloo")
-        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
     for values, R, lam, expected in lesson08.GAE_CASES:
         v = torch.tensor([values], dtype=torch.float64)
         adv, _ = gae(torch.tensor([R], dtype=torch.float64), v, torch.ones_like(v), gamma=1.0, lam=lam)

@@ -23,7 +23,7 @@ def solution_fn(name):
 
 def test_checkers_accept_the_solutions(capsys):
     lesson10.check_expected_reward(solution_fn("expected_reward"))
-    lesson10.check_rloo_advantages(solution_fn("rloo_advantages"))
+    lesson10.check_optimal_baseline(solution_fn("optimal_baseline"))
     lesson10.check_k3_coefficient(solution_fn("k3_coefficient"))
     lesson10.check_relative_rmse(solution_fn("relative_rmse"))
     out = capsys.readouterr().out
@@ -32,7 +32,7 @@ def test_checkers_accept_the_solutions(capsys):
 
 def test_checkers_say_not_done_for_stubs(capsys):
     lesson10.check_expected_reward(lambda probs, reward: None)
-    lesson10.check_rloo_advantages(lambda rewards: None)
+    lesson10.check_optimal_baseline(lambda probs, reward, score_sq: None)
     lesson10.check_k3_coefficient(lambda logp, ref_logp: None)
     lesson10.check_relative_rmse(lambda draws, truth: None)
     assert capsys.readouterr().out.count("not done yet") == 4
@@ -41,8 +41,8 @@ def test_checkers_say_not_done_for_stubs(capsys):
 @pytest.mark.parametrize("checker, wrong", [
     (lesson10.check_expected_reward, lambda probs, reward: (probs * reward).sum()),            # summed over prompts
     (lesson10.check_expected_reward, lambda probs, reward: (probs * reward).mean()),           # mean over completions
-    (lesson10.check_rloo_advantages, lambda r: r - r.mean(-1, keepdim=True)),                  # the group mean
-    (lesson10.check_rloo_advantages, lambda r: r - (r.sum(1, keepdim=True) - r) / (r.shape[1] - 1)),  # wrong axis
+    (lesson10.check_optimal_baseline, lambda p, r, s: (p * r).sum(-1)),                       # the pass rate
+    (lesson10.check_optimal_baseline, lambda p, r, s: (r * s).sum(-1) / s.sum(-1)),            # pi left out
     (lesson10.check_k3_coefficient, lambda lp, ref: torch.exp(ref - lp) - 1),                  # the sign flipped
     (lesson10.check_k3_coefficient, lambda lp, ref: lp - ref),                                 # k2's coefficient
     (lesson10.check_relative_rmse, lambda d, t: (d.mean(0) - t).norm() / t.norm()),            # error of the mean

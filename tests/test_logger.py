@@ -37,11 +37,15 @@ def test_plot_reads_the_file(tmp_path):
     log = MetricsLogger(str(path))
     for s in range(1, 6):
         log.log({"step": s, "reward_mean": s / 5, "kl": 0.0, "eval_accuracy": s / 10})
-    fig = plot_metrics(str(path))
+    fig = plot_metrics(str(path), start={"eval_accuracy": 0.05})
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles == ["reward_mean", "eval_accuracy", "kl"]
+    assert titles == ["reward_mean", "eval_accuracy"]          # kl is 0 at every step: no empty panel ...
+    assert "not drawn, 0 at every step: kl" in [t.get_text() for t in fig.texts]   # ... but a line that says so
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_ydata()) == [0.2, 0.4, 0.6, 0.8, 1.0]
+    evals = fig.axes[1].get_lines()[0]                          # the evaluation curve starts at step 0
+    assert list(evals.get_xdata()) == [0, 1, 2, 3, 4, 5] and list(evals.get_ydata())[:2] == [0.05, 0.1]
+    assert fig.axes[1].get_ylabel() == "held-out accuracy (greedy)" and fig.axes[1].get_xlabel() == "GRPO step"
 
 
 def test_step_keys_are_documented():

@@ -36,7 +36,7 @@ def test_clip_bounds_by_hand():
     assert clip_objective is clipped_surrogate
 
 
-def test_document_probability_caps():
+def test_note_probability_caps():
     # Section 1.3: with eps = 0.2 a token of probability 0.01 can rise to at most
     # 0.01 * 1.2 = 0.012 (for A = 1 the objective stops growing there).
     p_old = 0.01

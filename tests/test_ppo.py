@@ -142,10 +142,16 @@ def test_monte_carlo_values_of_a_reward_decided_by_the_first_token():
 def test_value_errors_by_position():
     traces = [{"values": [0.5, 1.0, 1.0], "critic": [0.4, 0.5, 0.9]},
               {"values": [0.2, 0.0], "critic": [0.2, 0.3]}]
-    e = value_errors(traces)
-    assert e[0] == pytest.approx({"n": 2, "critic": 0.05, "prompt_baseline": 0.0})
-    assert e[1] == pytest.approx({"n": 2, "critic": (0.5 + 0.3) / 2, "prompt_baseline": (0.5 + 0.2) / 2})
-    assert e[2] == pytest.approx({"n": 1, "critic": 0.1, "prompt_baseline": 0.5})
+    e = value_errors(traces, group_size=2)
+    # the mean m of G = 2 rewards: p = 0.5 gives m = 0, 0.5, 1 w.p. 1/4, 1/2, 1/4; p = 0.2 gives 0, 0.5, 1 w.p.
+    # 0.64, 0.32, 0.04
+    at = lambda v, probs: sum(q * abs(m - v) for m, q in zip((0.0, 0.5, 1.0), probs))
+    half, fifth = (0.25, 0.5, 0.25), (0.64, 0.32, 0.04)
+    assert e[0] == pytest.approx({"n": 2, "critic": 0.05, "prompt_baseline": 0.0,
+                                  "group_mean": (at(0.5, half) + at(0.2, fifth)) / 2})
+    assert e[1] == pytest.approx({"n": 2, "critic": (0.5 + 0.3) / 2, "prompt_baseline": (0.5 + 0.2) / 2,
+                                  "group_mean": (at(1.0, half) + at(0.0, fifth)) / 2})
+    assert e[2] == pytest.approx({"n": 1, "critic": 0.1, "prompt_baseline": 0.5, "group_mean": at(1.0, half)})
 
 
 def test_ppo_checkpoint_holds_the_critic_and_resumes_exactly(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of minigrpo.reward: the section-6 rubric on the document's own group, and sums by hand."""
+"""Tests of minigrpo.reward: the section-6 rubric on the note's own group, and sums by hand."""
 import math
 
 import pytest
@@ -14,18 +14,18 @@ WRONG = "两边减3，得2x=4，再除以2，得x=3。"
 ARITH = {"task": "arithmetic", "answer": "46", "a": 12, "b": 34, "op": "+"}
 
 
-# --- the document's group ------------------------------------------------------------------
+# --- the note's group ------------------------------------------------------------------
 
-def test_rubric_on_the_document_group():
+def test_rubric_on_the_note_group():
     assert rubric(PROMPT, GUESS, **FIELDS) == 6.0
     assert rubric(PROMPT, SHORT, **FIELDS) == 8.0
     assert rubric(PROMPT, COMPLETE, **FIELDS) == 9.0
     assert rubric(PROMPT, WRONG, **FIELDS) == 0.0
 
 
-def test_document_group_mean_matches_section_6():
+def test_note_group_mean_matches_section_6():
     rewards = [rubric(PROMPT, c, **FIELDS) for c in (GUESS, SHORT, COMPLETE)]
-    assert round(sum(rewards) / 3, 2) == 7.67  # the document's mu_r
+    assert round(sum(rewards) / 3, 2) == 7.67  # the note's mu_r
 
 
 def test_rubric_other_correct_wordings_and_failures():
@@ -37,7 +37,7 @@ def test_rubric_other_correct_wordings_and_failures():
     assert rubric(PROMPT, "", **FIELDS) == 0.0
 
 
-def test_rubric_the_document_result():
+def test_rubric_the_note_result():
     fields = {"task": "equation", "answer": "5", "a": 3, "b": -5, "c": 10}
     result = "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。"
     assert rubric("求解方程 3x-5=10。", result, **fields) == 9.0

@@ -1,4 +1,4 @@
-"""Tests of minigrpo.tasks against the course document's section-6 texts, written by hand."""
+"""Tests of minigrpo.tasks against the note's section-6 texts, written by hand."""
 import random
 
 import pytest
@@ -22,15 +22,15 @@ def eq(a, b, c):
             "answer": str((c - b) // a), "a": a, "b": b, "c": c}
 
 
-# --- the document's group and its closing example -------------------------------------
+# --- the note's group and its closing example -------------------------------------
 
-def test_document_group_texts():
+def test_note_group_texts():
     assert solution(DOC, "guess") == DOC_GUESS
     assert solution(DOC, "short") == DOC_SHORT
     assert solution(DOC, "complete") == DOC_COMPLETE
 
 
-def test_document_result_3x_minus_5():
+def test_note_result_3x_minus_5():
     assert solution(eq(3, -5, 10), "complete") == DOC_RESULT
     assert eq(3, -5, 10)["prompt"] == "求解方程 3x-5=10。"
     assert eq(3, -5, 10)["answer"] == "5"
@@ -152,7 +152,7 @@ def test_is_correct():
 
 # --- styles ---------------------------------------------------------------------------
 
-def test_classify_document_group():
+def test_classify_note_group():
     assert classify_style(DOC, DOC_GUESS) == "guess"
     assert classify_style(DOC, DOC_SHORT) == "short"
     assert classify_style(DOC, "  " + DOC_COMPLETE + "\n") == "complete"

@@ -17,7 +17,7 @@ from minigrpo.tokenizer import (
     encode,
 )
 
-# Strings from the source document (section 6) and the arithmetic task.
+# Strings from the note (section 6) and the arithmetic task.
 COMPLETE_SOLUTION = "3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。"
 EQUATION_PROMPT = "求解方程 2x+3=7。"
 ARITHMETIC_PROMPT = "12+34="

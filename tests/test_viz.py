@@ -60,14 +60,14 @@ def test_zero_gradient_region_by_hand_and_agrees_with_curve():
 
 
 def test_probability_bounds_by_hand():
-    b = viz.probability_bounds(0.01, 0.2, 0.2)  # document 1.3: 0.01 x 1.2 = 0.012; down 0.01 x 0.8
+    b = viz.probability_bounds(0.01, 0.2, 0.2)  # note 1.3: 0.01 x 1.2 = 0.012; down 0.01 x 0.8
     assert b["up"] == pytest.approx(0.012) and b["down"] == pytest.approx(0.008) and not b["capped"]
     b = viz.probability_bounds(0.01, 0.2, 0.28)  # DAPO clip-higher: 0.01 x 1.28
     assert b["up"] == pytest.approx(0.0128) and b["up_clip"] == pytest.approx(0.0128)
     b = viz.probability_bounds(0.9, 0.2, 0.28)  # 0.9 x 1.28 = 1.152 > 1: capped by 1; down 0.9 x 0.8 = 0.72
     assert b["up"] == 1.0 and b["capped"] and b["up_clip"] == pytest.approx(1.152)
     assert b["down"] == pytest.approx(0.72) and b["ratio_at_one"] == pytest.approx(1 / 0.9)
-    b = viz.probability_bounds(0.9, 0.2, 0.3)  # the document's 1.17 is impossible
+    b = viz.probability_bounds(0.9, 0.2, 0.3)  # the note's 1.17 is impossible
     assert b["up"] == 1.0 and b["up_clip"] == pytest.approx(1.17)
     b = viz.probability_bounds(0.01, 0.1, 0.2)  # eps_low = 0.1 limits the FALL: 0.009; the rise is eps_high's
     assert b["down"] == pytest.approx(0.009) and b["up"] == pytest.approx(0.012)

@@ -13,7 +13,7 @@ seed) runs in a process of its own, so that its peak memory is its own. Reported
     values         PPO only, after training: along one sampled completion for each of `value_prompts`
                    test prompts, the true value V(s_t) of every prefix (Monte Carlo, `rollouts`
                    continuations), the critic's V(s_t), and the prompt-level baseline V(s_0) that a
-                   group mean estimates: the document's claim about intermediate tokens, measured
+                   group mean estimates: the note's claim about intermediate tokens, measured
 
     python -m minigrpo compare                                   # the committed comparison
     python -m minigrpo compare --steps 20 --seeds 0 --out runs/compare_smoke

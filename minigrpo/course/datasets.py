@@ -1,6 +1,6 @@
 """The course's datasets: how data/ was generated, deterministically (`python -m minigrpo data`).
 
-Source: the course document, section 6 (the equation example) for `equations`; `arithmetic` and
+Source: the note, section 6 (the equation example) for `equations`; `arithmetic` and
 `arithmetic_hard` are the simpler curriculum a tiny model learns on a laptop CPU (resp. a GPU). Each
 split draws from its own `random.Random` seeded by (dataset, split, seed), never the global one, so
 the same seed gives byte-identical files; the test split is drawn first and sft / train skip every

@@ -1,12 +1,14 @@
 """Lesson 8's measurement of the critic: the true values V(s_t) of a policy by Monte Carlo, beside the critic's.
 
-The document says a critic misjudges the value of intermediate tokens (section 4). Along one sampled
+The note says a critic misjudges the value of intermediate tokens (section 4). Along one sampled
 completion per prompt, the value of every prefix s_t = prompt + c_<t is estimated by sampling
 continuations from it (with 0/1 rewards, the standard error is at most 0.5 / sqrt(rollouts)) and
 compared with the trained critic's V(s_t) and with the prompt-level baseline V(s_0) that a group mean
 estimates.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -61,18 +63,27 @@ def critic_values(critic, tok, traces: list[dict]) -> list[list[float]]:
     return out
 
 
-def value_errors(traces: list[dict]) -> dict:
-    """Mean |error| of the critic and of the prompt-level baseline V(s_0), by token position t.
+def group_mean_error(p: float, v: float, group_size: int) -> float:
+    """E|m - v| for the mean m of G sampled 0/1 rewards, each 1 with probability p = V(s_0): how far the
+    baseline GRPO actually uses (a G-sample group mean) lies from the value v, exactly (a binomial sum)."""
+    G = group_size
+    return sum(math.comb(G, k) * p**k * (1 - p) ** (G - k) * abs(k / G - v) for k in range(G + 1))
+
+
+def value_errors(traces: list[dict], group_size: int = 8) -> dict:
+    """Mean |error| by token position t of the critic, of the prompt-level baseline V(s_0) (an oracle:
+    exact at t = 0 by construction), and of what a group baseline actually is, the mean of G samples.
 
     Position 0 is the prompt (where a group mean is an unbiased baseline); t >= 1
-    are the intermediate states the document says a critic misjudges.
+    are the intermediate states the note says a critic misjudges.
     """
     by_t: dict[int, dict] = {}
     for tr in traces:
         for t, (v, c) in enumerate(zip(tr["values"], tr["critic"])):
-            e = by_t.setdefault(t, {"n": 0, "critic": 0.0, "prompt_baseline": 0.0})
+            e = by_t.setdefault(t, {"n": 0, "critic": 0.0, "prompt_baseline": 0.0, "group_mean": 0.0})
             e["n"] += 1
             e["critic"] += abs(c - v)
             e["prompt_baseline"] += abs(tr["values"][0] - v)
-    return {t: {"n": e["n"], "critic": e["critic"] / e["n"], "prompt_baseline": e["prompt_baseline"] / e["n"]}
+            e["group_mean"] += group_mean_error(tr["values"][0], v, group_size)
+    return {t: {"n": e["n"], **{k: e[k] / e["n"] for k in ("critic", "prompt_baseline", "group_mean")}}
             for t, e in sorted(by_t.items())}

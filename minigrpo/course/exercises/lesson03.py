@@ -25,7 +25,7 @@ def _close(got, expected, atol: float = 1e-9) -> bool:
 
 
 # (p_old, eps_high, highest probability reachable in one update when A > 0), by hand:
-#   0.01 x 1.2 = 0.012 (the document's PPO example), 0.01 x 1.28 = 0.0128 (DAPO),
+#   0.01 x 1.2 = 0.012 (the note's PPO example), 0.01 x 1.28 = 0.0128 (DAPO),
 #   0.5 x 1.28 = 0.64, 0.7 x 1.28 = 0.896; 0.9 x 1.2 = 1.08, 0.9 x 1.3 = 1.17 and
 #   0.8 x 1.5 = 1.2 are above 1, so probability 1 is reached first.
 MAX_NEW_PROB_CASES = [(0.01, 0.2, 0.012), (0.01, 0.28, 0.0128), (0.5, 0.28, 0.64), (0.7, 0.28, 0.896),

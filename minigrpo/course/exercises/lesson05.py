@@ -79,10 +79,10 @@ def check_top_k_filter(top_k_filter) -> None:
 
 # (completion, (a, b, c), expected score), by hand. 2x+3=7 has x=2; 3x-5=10 has x=5; 4x+1=-7 has x=-2.
 RUBRIC_CASES = [
-    ("2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。", (2, 3, 7), 9.0),   # document, answer 3
-    ("两边减3，得2x=4，再除以2，得x=2。", (2, 3, 7), 8.0),                     # document, answer 2
-    ("直接猜：x=2，因为2×2+3=7，正确。所以x=2。", (2, 3, 7), 6.0),             # document, answer 1 (typo fixed)
-    ("直接猜：x=2，因为治安，2×2+3=7，正确。所以x=2。", (2, 3, 7), 6.0),       # the document's own text: correct, other wording
+    ("2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。", (2, 3, 7), 9.0),   # note, answer 3
+    ("两边减3，得2x=4，再除以2，得x=2。", (2, 3, 7), 8.0),                     # note, answer 2
+    ("直接猜：x=2，因为2×2+3=7，正确。所以x=2。", (2, 3, 7), 6.0),             # note, answer 1 (typo fixed)
+    ("直接猜：x=2，因为治安，2×2+3=7，正确。所以x=2。", (2, 3, 7), 6.0),       # the note's own text: correct, other wording
     ("x=2", (2, 3, 7), 6.0),                                                   # a bare correct answer
     ("两边减3，得2x=4，再除以2，得x=3。", (2, 3, 7), 0.0),                     # wrong answer, right form
     ("2x+3=7，移项得2x=7+3，计算得2x=10，两边除以2，得x=5。", (2, 3, 7), 0.0),  # sign error in 移项
@@ -90,7 +90,7 @@ RUBRIC_CASES = [
     ("x=3或x=2。", (2, 3, 7), 0.0),                                            # two candidates: no credit
     ("x=2，验证：2×2+3=7。", (2, 3, 7), 0.0),                                  # does not end with its answer
     ("x=02", (2, 3, 7), 0.0),                                                  # not a canonical integer
-    ("3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。", (3, -5, 10), 9.0),  # the document's closing example
+    ("3x-5=10，移项得3x=10+5，计算得3x=15，两边除以3，得x=5。", (3, -5, 10), 9.0),  # the note's closing example
     ("两边加5，得3x=15，再除以3，得x=5。", (3, -5, 10), 8.0),                   # short style with b < 0
     ("两边减3，得2x=4，再除以2，得x=2。", (3, -5, 10), 0.0),                     # another equation's solution
     ("直接猜：x=-2，因为4×(-2)+1=-7，正确。所以x=-2。", (4, 1, -7), 6.0),       # guess with a negative root
@@ -109,7 +109,7 @@ def check_rubric_score(rubric_score) -> None:
         assert got is not None and math.isclose(float(got), expected), (
             f"{name}({completion!r}, a={a}, b={b}, c={c}) returned {got!r}, expected {expected} "
             f"(wrong or unparseable 0; correct: 9 complete, 8 short, 6 otherwise)")
-    print(f"{name}: correct ({len(RUBRIC_CASES)} cases, the document's 6.0 / 8.0 / 9.0 among them)")
+    print(f"{name}: correct ({len(RUBRIC_CASES)} cases, the note's 6.0 / 8.0 / 9.0 among them)")
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ hand, and:
   - raises AssertionError, naming the failing case, on a wrong answer,
   - prints "<name>: correct" when every case passes.
 
-    1. all_equal_prob(p, G)              P(a group of G 0/1 rewards is all equal) at per-prompt accuracy p
+    1. mixed_group_share(right, G)       measured: the share of groups of G samples whose rewards differ
     2. make_format_bonus_reward()        exact answer plus 0.1 for a well-formed answer, built with `combine`
     3. first_step_reaching(rows, level)  the first GRPO step whose held-out accuracy is >= level
 """
@@ -18,34 +18,44 @@ from minigrpo.course.exercises import not_done as _not_done
 
 
 # ---------------------------------------------------------------------------
-# Exercise 1: the probability that a group teaches nothing
+# Exercise 1: how many groups carry a signal, measured on samples
 # ---------------------------------------------------------------------------
 
-# (p, G, expected), by hand: p**G + (1 - p)**G.
-ALL_EQUAL_CASES = [
-    (0.5, 2, 0.5),                      # HH or TT: 1/4 + 1/4
-    (0.5, 4, 0.125),                    # 2 / 16
-    (0.0, 8, 1.0),                      # always wrong: always all equal
-    (1.0, 8, 1.0),                      # always right: always all equal
-    (0.9, 8, 0.43046721 + 1e-8),        # 0.9^8 + 0.1^8
-    (0.1, 8, 0.43046721 + 1e-8),        # symmetric in p <-> 1 - p
-    (0.2, 3, 0.008 + 0.512),            # 0.2^3 + 0.8^3
-    (0.99, 16, 0.99 ** 16 + 0.01 ** 16),
+# (right: prompts x samples, G, expected share of mixed groups), by hand; groups are consecutive samples of a prompt.
+MIXED_CASES = [
+    ([[1, 1, 0, 0]], 2, 0.0),                 # (1, 1) and (0, 0): both all equal
+    ([[1, 1, 0, 0]], 4, 1.0),                 # one group (1, 1, 0, 0): mixed
+    ([[1, 0, 1, 0], [1, 1, 1, 1]], 2, 0.5),   # (1, 0), (1, 0) mixed; (1, 1), (1, 1) not: 2 of 4
+    ([[0, 0, 0, 0, 0, 0]], 3, 0.0),           # never right
+    ([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], 3, 0.5),
 ]
 
 
-def check_all_equal_prob(all_equal_prob) -> None:
-    """Exercise 1: all_equal_prob(p, G) -> float, P(G independent Bernoulli(p) rewards are all equal)."""
-    name = "all_equal_prob"
-    if _not_done(name, all_equal_prob(0.5, 2)):
+def check_mixed_group_share(mixed_group_share, right=None) -> None:
+    """Exercise 1: mixed_group_share(right (P, n) of 0/1, G) -> the share of the P * n / G groups (G consecutive
+    samples of one prompt each) whose rewards are not all equal. With `right` (the lesson's probe), also checks it
+    there at G = 4, 8, 16 against a count made here."""
+    import numpy as np
+    name = "mixed_group_share"
+    if _not_done(name, mixed_group_share(np.array(MIXED_CASES[0][0]), MIXED_CASES[0][1])):
         return
-    for p, G, expected in ALL_EQUAL_CASES:
-        got = float(all_equal_prob(p, G))
-        assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), (
-            f"{name}({p}, {G}) returned {got}, expected {expected} "
-            f"(all right OR all wrong: p**G + (1-p)**G)")
-    print(f"{name}: correct ({len(ALL_EQUAL_CASES)} cases; at p = 0.9 a group of 8 is all equal "
-          f"{100 * ALL_EQUAL_CASES[4][2]:.0f}% of the time)")
+    for rows, G, expected in MIXED_CASES:
+        got = float(mixed_group_share(np.array(rows), G))
+        assert math.isclose(got, expected, abs_tol=1e-12), (
+            f"{name}({rows}, G={G}) returned {got}, expected {expected} (split each prompt's samples into groups of "
+            f"G in a row; a group counts when its rewards are not all equal)")
+    if right is None:
+        print(f"{name}: correct ({len(MIXED_CASES)} cases)")
+        return
+    right = np.asarray(right)
+    shares = {}
+    for G in (4, 8, 16):
+        groups = right.reshape(right.shape[0], -1, G)
+        shares[G] = float(np.mean(groups.min(-1) != groups.max(-1)))
+        got = float(mixed_group_share(right, G))
+        assert math.isclose(got, shares[G], abs_tol=1e-12), f"{name}(probe, G={G}) = {got}, expected {shares[G]}"
+    print(f"{name}: correct; on the probe the mixed share is {shares[4]:.0%} at G = 4, {shares[8]:.0%} at G = 8, "
+          f"{shares[16]:.0%} at G = 16")
 
 
 # ---------------------------------------------------------------------------

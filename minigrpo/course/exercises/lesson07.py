@@ -16,11 +16,11 @@ import math
 
 from minigrpo.course.exercises import not_done as _not_done
 
-# The course document's equation 2x+3=7 and its closing example 3x-5=10, as records.
+# The note's equation 2x+3=7 and its closing example 3x-5=10, as records.
 EQ_2X3 = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}
 EQ_3X5 = {"task": "equation", "prompt": "求解方程 3x-5=10。", "answer": "5", "a": 3, "b": -5, "c": 10}
 
-# The three answers of section 6 to 2x+3=7 ("因为" for the document's typo "因为治安"), written out by hand.
+# The three answers of section 6 to 2x+3=7 ("因为" for the note's typo "因为治安"), written out by hand.
 GUESS = "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"
 SHORT = "两边减3，得2x=4，再除以2，得x=2。"
 COMPLETE = "2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。"

@@ -6,9 +6,9 @@ hand, and:
   - raises AssertionError, naming the failing case, on a wrong answer,
   - prints "<name>: correct" when every case passes.
 
-    1. rloo_advantages(rewards, G)        r_i minus the mean of the other G-1 rewards of its group
+    1. group_baseline_error(p, v, G)      E|m - v| for m the mean of G rewards, each 1 with probability p
     2. gae_advantages(values, R, lam)     GAE for one completion, reward R at its last token, gamma = 1
-    3. rloo_over_grpo(rewards)            the factor c with A_rloo = c * A_grpo in one group
+    3. backward_share(rows)               the share of sampled completions a GRPO run back-propagates
 """
 from __future__ import annotations
 
@@ -18,30 +18,32 @@ from minigrpo.course.exercises import as_float64 as _f64
 from minigrpo.course.exercises import not_done as _not_done
 
 # ---------------------------------------------------------------------------
-# Exercise 1: RLOO's leave-one-out advantages
+# Exercise 1: how far GRPO's baseline (the mean of G rewards) is from a value
 # ---------------------------------------------------------------------------
 
-# (rewards, G, expected), by hand. The document's group 6/8/9: 6 - (8+9)/2 = -2.5, 8 - 7.5 = 0.5, 9 - 7 = 2.
-RLOO_CASES = [
-    ([6.0, 8.0, 9.0], 3, [-2.5, 0.5, 2.0]),
-    ([1.0, 0.0, 0.0, 1.0], 4, [2 / 3, -2 / 3, -2 / 3, 2 / 3]),
-    ([1.0, 1.0, 0.0, 1.0, 1.0, 1.0], 3, [0.5, 0.5, -1.0, 0.0, 0.0, 0.0]),   # two groups; the second is constant
-    ([3.8, 5.2], 2, [-1.4, 1.4]),                                             # G = 2: r_i - r_other
+# (p, v, G, expected), by hand: E|k/G - v| with k ~ Binomial(G, p).
+BASELINE_ERROR_CASES = [
+    (0.5, 0.5, 2, 0.25),              # m = 0, 1/2, 1 w.p. 1/4, 1/2, 1/4: errors 1/2, 0, 1/2
+    (0.5, 1.0, 2, 0.5),               # errors 1, 1/2, 0
+    (0.2, 0.0, 2, 0.2),               # m = 1/2 w.p. 0.32, m = 1 w.p. 0.04: 0.16 + 0.04
+    (1.0, 1.0, 8, 0.0),               # always right, and the value is 1: no error
+    (0.0, 0.5, 4, 0.5),               # always wrong: m = 0, half a point from v
+    (0.5, 0.5, 1, 0.5),               # G = 1: the sample itself, 0 or 1
 ]
 
 
-def check_rloo_advantages(rloo_advantages) -> None:
-    """Exercise 1: rloo_advantages(rewards (N,), G) -> (N,) advantages, groups of G consecutive samples."""
-    name = "rloo_advantages"
-    if _not_done(name, rloo_advantages(_f64(RLOO_CASES[0][0]), RLOO_CASES[0][1])):
+def check_group_baseline_error(group_baseline_error) -> None:
+    """Exercise 1: group_baseline_error(p, v, G) -> E|m - v|, m the mean of G Bernoulli(p) rewards."""
+    name = "group_baseline_error"
+    if _not_done(name, group_baseline_error(0.5, 0.5, 2)):
         return
-    for rewards, G, expected in RLOO_CASES:
-        got = _f64(rloo_advantages(_f64(rewards), G)).reshape(-1)
-        assert got.shape == (len(expected),) and all(
-            math.isclose(float(g), e, abs_tol=1e-9) for g, e in zip(got, expected)), (
-            f"{name}({rewards}, G={G}) returned {got.tolist()}, expected {expected} "
-            f"(each reward minus the mean of the OTHER G-1 rewards of its own group)")
-    print(f"{name}: correct ({len(RLOO_CASES)} cases; the document's group 6/8/9 gets -2.5, 0.5, 2.0)")
+    for p, v, G, expected in BASELINE_ERROR_CASES:
+        got = float(group_baseline_error(p, v, G))
+        assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), (
+            f"{name}({p}, {v}, {G}) returned {got:.6g}, expected {expected} (sum over k = 0..G of "
+            f"C(G, k) p^k (1-p)^(G-k) |k/G - v|)")
+    print(f"{name}: correct ({len(BASELINE_ERROR_CASES)} cases; section 5's 'group mean of 8' column is this, "
+          f"averaged over the traced states)")
 
 
 # ---------------------------------------------------------------------------
@@ -77,29 +79,23 @@ def check_gae_advantages(gae_advantages) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Exercise 3: RLOO is GRPO with another scale per group
+# Exercise 3: the share of the batch a GRPO step back-propagates
 # ---------------------------------------------------------------------------
 
-# (rewards of one group, expected c), by hand: A_rloo = G/(G-1) (r - mean), A_grpo = (r - mean) / std_sample,
-# so c = G/(G-1) * std_sample.
-FACTOR_CASES = [
-    ([6.0, 8.0, 9.0], 1.5 * math.sqrt(7 / 3)),           # sample std of 6/8/9 = sqrt(7/3) = 1.5275
-    ([1.0, 0.0, 0.0, 1.0], 4 / 3 * math.sqrt(1 / 3)),    # sample variance (4 * 0.25) / 3
-    # the document's first group: mean 15.1/3 = 5.0333, deviations -1.2333, 0.1667, 1.0667: c = 1.5 * 1.1590
-    ([3.8, 5.2, 6.1], 1.5 * math.sqrt(((3.8 - 15.1 / 3) ** 2 + (5.2 - 15.1 / 3) ** 2 + (6.1 - 15.1 / 3) ** 2) / 2)),
-    ([0.0, 2.0], 2.0 * math.sqrt(2.0)),
-]
+def check_backward_share(backward_share, rows: list[dict]) -> None:
+    """Exercise 3: backward_share(rows) -> the mean over steps of the share of groups whose advantages are not 0.
 
-
-def check_rloo_over_grpo(rloo_over_grpo) -> None:
-    """Exercise 3: rloo_over_grpo(rewards of one group) -> c with A_rloo = c * A_grpo (sample std)."""
-    name = "rloo_over_grpo"
-    if _not_done(name, rloo_over_grpo(_f64(FACTOR_CASES[0][0]))):
+    `rows` are a committed GRPO run's metrics rows; zero_var_frac is the share of groups whose rewards are equal."""
+    name = "backward_share"
+    hand = [{"step": 1, "zero_var_frac": 0.25}, {"step": 2, "zero_var_frac": 0.75}, {"step": 3, "zero_var_frac": 1.0}]
+    got = backward_share(hand)
+    if _not_done(name, got):
         return
-    for rewards, expected in FACTOR_CASES:
-        got = float(rloo_over_grpo(_f64(rewards)))
-        assert math.isclose(got, expected, rel_tol=1e-6), (
-            f"{name}({rewards}) returned {got:.6f}, expected {expected:.6f} "
-            f"(write both advantages in terms of r - mean; c = G/(G-1) * sample std)")
-    print(f"{name}: correct ({len(FACTOR_CASES)} cases; a group's c grows with its spread: RLOO pushes harder "
-          f"where rewards differ more, GRPO pushes every group alike)")
+    assert math.isclose(float(got), (0.75 + 0.25 + 0.0) / 3, rel_tol=1e-12), (
+        f"{name} of steps with zero_var_frac 0.25, 0.75, 1.0 = {float(got):.6g}, expected {1 / 3:.6g} (1 - "
+        f"zero_var_frac, averaged over the steps; a step whose groups are all equal back-propagates nothing)")
+    expected = sum(1 - r["zero_var_frac"] for r in rows) / len(rows)
+    got = float(backward_share(rows))
+    assert math.isclose(got, expected, rel_tol=1e-9), f"{name} of the committed run = {got:.6g}, expected {expected:.6g}"
+    print(f"{name}: correct (the committed GRPO run back-propagated {100 * expected:.0f}% of its completions; "
+          f"REINFORCE's batch-mean advantages are never exactly 0, so it back-propagates all of them)")

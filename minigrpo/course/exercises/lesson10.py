@@ -6,7 +6,7 @@ Each checker takes the reader's function, calls it on cases worked out by hand, 
   - prints "<name>: correct" when every case passes.
 
     1. expected_reward(probs, reward)       J = 1/P sum_p sum_o pi(o|p) R(p, o), (P, S) x (P, S) -> ()
-    2. rloo_advantages(rewards)             r_i - the mean of the group's other G-1, (D, P, G) -> (D, P, G)
+    2. optimal_baseline(probs, reward, score_sq)  b* = E[R |score|^2] / E|score|^2 per prompt, (P, S) -> (P,)
     3. k3_coefficient(logp, ref_logp)       d k3 / d log pi of one token: what multiplies grad log pi
     4. relative_rmse(draws, truth)          sqrt(E |g - truth|^2) / |truth| over the draws (D, n)
 """
@@ -33,22 +33,23 @@ def check_expected_reward(expected_reward) -> None:
     print(f"{name}: correct (0.75 and 0.9, mean {want})")
 
 
-def check_rloo_advantages(rloo_advantages) -> None:
-    """Exercise 2: rloo_advantages(rewards) on (D, P, G) rewards."""
-    name = "rloo_advantages"
-    rewards = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]],
-                           dtype=torch.float64)                                # (2, 2, 3)
-    got = rloo_advantages(rewards)
+def check_optimal_baseline(optimal_baseline) -> None:
+    """Exercise 2: the constant baseline that minimises E|(R - b) grad log pi|^2, for each prompt."""
+    name = "optimal_baseline"
+    probs = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.0, 0.9]], dtype=torch.float64)
+    reward = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    score_sq = torch.tensor([[1.0, 4.0, 2.0], [3.0, 5.0, 0.5]], dtype=torch.float64)
+    got = optimal_baseline(probs, reward, score_sq)
     if _not_done(name, got):
         return
-    # (1, 0, 0): 1 - 0 = 1, 0 - 1/2, 0 - 1/2; equal rewards: 0; (0, 1, 1): -1, 1/2, 1/2
-    want = torch.tensor([[[1.0, -0.5, -0.5], [0.0, 0.0, 0.0]], [[-1.0, 0.5, 0.5], [-0.5, -0.5, 1.0]]],
-                        dtype=torch.float64)
-    assert tuple(got.shape) == (2, 2, 3), f"{name}: shape {tuple(got.shape)}, expected (2, 2, 3) (D, P, G)"
-    assert torch.allclose(got.double(), want), (
-        f"{name}: got {got.tolist()}, expected {want.tolist()} (each reward minus the mean of the other G-1 "
-        f"of its own group; the group is the last axis)")
-    print(f"{name}: correct (the own reward is not in its baseline)")
+    # prompt 0: (0.5*1*1 + 0.25*1*2) / (0.5*1 + 0.25*4 + 0.25*2) = 1.0 / 2.0; prompt 1: (0.9*0.5) / (0.3 + 0.45)
+    want = torch.tensor([0.5, 0.6], dtype=torch.float64)
+    got = torch.as_tensor(got, dtype=torch.float64)
+    assert tuple(got.shape) == (2,), f"{name}: shape {tuple(got.shape)}, expected (2,): one baseline per prompt"
+    assert torch.allclose(got, want, atol=1e-12), (
+        f"{name}: got {got.tolist()}, expected {want.tolist()} (E[R |s|^2] / E[|s|^2] under each prompt's pi; "
+        f"the pass rates would be 0.75 and 0.9)")
+    print(f"{name}: correct (0.5 and 0.6, where the pass rates are 0.75 and 0.9)")
 
 
 def check_k3_coefficient(k3_coefficient) -> None:
