@@ -161,6 +161,8 @@ def draw_clip_axes(ax_obj, ax_grad, state: dict, r_max: float = 2.0, show_cap: b
         ax.grid(alpha=0.3)
     ax_obj.set_title(f"{name}: objective (|A| = 1)")
     ax_grad.set_title(f"{name}: gradient in r")
+    ax_obj.set_ylabel("surrogate per token")
+    ax_grad.set_ylabel("d surrogate / d r")
     ax_grad.set_ylim(-1.4, 1.4)
     ax_obj.legend(loc="upper left" if sign >= 0 else "lower left", fontsize=7)
 
