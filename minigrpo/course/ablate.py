@@ -12,7 +12,7 @@ setting's own overrides. Each (setting, seed) runs in a process of its own, one 
     section 5  the KL term                  beta 0.04 with k1 and with k3
     section 6  GSPO and CISPO               next to GRPO at mu = 4 (with grpo's and with dapo's aggregation)
 
-    python -m minigrpo ablate                                  # the committed experiment (about an hour;
+    python -m minigrpo ablate                                  # the committed experiment (about 70 min;
                                                                #   run again, it resumes where it stopped)
     python -m minigrpo ablate --settings base dr_grpo --seeds 0 --steps 10 --out runs/ablate_smoke
 """
