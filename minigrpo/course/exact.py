@@ -132,13 +132,12 @@ def train_to(theta: torch.Tensor, enum: Enumeration, targets: tuple, lr: float =
     history = [theta.detach().clone()]
     x = theta.detach().clone()
     for _ in range(max_steps):
-        probs = sequence_probs(x, enum)                                       # (P, S)
-        J_p = (probs * enum.reward).sum(-1)                                   # (P,)
+        y = x.clone().requires_grad_()
+        J_p = (sequence_probs(y, enum) * enum.reward).sum(-1)                 # (P,) each prompt's own J_p
         active = torch.tensor([t is not None and J_p[p].item() < t for p, t in enumerate(targets)])
         if not active.any():
             break
-        y = x.clone().requires_grad_()
-        (g,) = torch.autograd.grad((sequence_probs(y, enum) * enum.reward).sum(), y)   # each prompt's own J_p
+        (g,) = torch.autograd.grad(J_p.sum(), y)                              # prompt p's logits move its J_p only
         x = x + lr * g * active[:, None, None]
         history.append(x.clone())
     return history

@@ -9,16 +9,16 @@ widget only lays out what they return, as HTML (one coloured span per token, its
 from __future__ import annotations
 
 import html
-import json
+
+from ...files import read_jsonl
 
 COLOR_BY = ("clip", "ratio", "entropy", "advantage")
 CLIP_COLORS = {"low": "#d62728", "high": "#1f77b4", None: "#f2f2f2"}   # clipped at 1 - eps_low / 1 + eps_high / not
 
 
 def read_traces(path: str) -> list[dict]:
-    """The records of a tokens.jsonl file, one per traced step."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a tokens.jsonl file, one per traced step (a bad line is named with its file and line)."""
+    return read_jsonl(path, required=("step", "eps_low", "eps_high", "groups", "completions"))
 
 
 def token_states(completion: dict, eps_low: float, eps_high: float, update: int) -> list[dict]:
