@@ -132,9 +132,12 @@ def _run(args) -> int:
         device = pick_device(args.device)
         model, tok = load_model(args.checkpoint, device)
         model = prepare_model(model, device)
-        limit = args.max_new_tokens or (saved_config(args.checkpoint) or {}).get("max_new_tokens") or 48
-        records = read_records(args.data, tok, limit, model.config.max_position_embeddings)
-        print(json.dumps(evaluate(model, tok, records, max_new_tokens=limit, device=device), indent=2))
+        saved = saved_config(args.checkpoint) or {}
+        limit = args.max_new_tokens or saved.get("max_new_tokens") or 48
+        chat = bool(saved.get("chat_template", False))
+        records = read_records(args.data, tok, limit, model.config.max_position_embeddings, chat=chat)
+        records = [{"task": "text", **r} for r in records]   # free text, unless the records name their task
+        print(json.dumps(evaluate(model, tok, records, max_new_tokens=limit, device=device, chat=chat), indent=2))
         return 0
     if args.command == "ablate":
         from .course.ablate import START, ablate, table

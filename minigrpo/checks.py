@@ -15,6 +15,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum", "cispo"),
     "importance_sampling_level": ("token", "sequence"),
     "old_logps": ("sampler", "recompute"),
+    "answer_parser": ("strict", "last_number"),
+    "dtype": ("float32", "bfloat16", "float16"),
 }
 
 
@@ -23,7 +25,7 @@ _RULES = [
     (lambda v: v > 0, "must be > 0", ("temperature", "lr", "sft_lr", "critic_lr", "cispo_max")),
     (lambda v: v >= 0, "must be >= 0", ("eps_high", "beta", "std_eps", "weight_decay", "sft_weight_decay",
                                          "warmup_steps", "steps", "sft_steps", "value_clip", "overlong_cache",
-                                         "trace_every")),
+                                         "trace_every", "micro_batch_size")),
     (lambda v: v >= 0, "must be >= 0 (0 = off)", ("top_k", "grad_clip", "sft_grad_clip")),
     (lambda v: v >= 1, "must be >= 1", ("prompts_per_step", "num_iterations", "sft_batch_size", "max_new_tokens",
                                          "eval_batch_size", "max_sampling_rounds", "trace_groups")),

@@ -31,6 +31,18 @@ class Config:
     out_dir: str = "runs/arithmetic"  # checkpoints, metrics.jsonl and run_config.json go here
     seed: int = 0                  # seeds python, numpy and torch; same seed, same run (on the CPU)
     device: str = "auto"           # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1", ...
+    # --- your own data: any JSONL of "prompt" and "answer" (free text, e.g. GSM8K) in place of data_dir/<task>/ ---
+    train_file: str = ""           # GRPO's prompts (with test_file); records without a "task" are free text
+    test_file: str = ""            # the held-out problems
+    sft_file: str = ""             # SFT's demonstrations ("solution" if given, else "answer"); or use --sft_steps 0
+    answer_parser: str = "strict"  # free text: "strict" (#### n, \boxed{n}, <answer>n</answer>) or "last_number"
+    # --- your own model: a local transformers folder (AutoModelForCausalLM + AutoTokenizer), nothing downloaded ---
+    model: str = ""                # that folder, in place of the course's model below ("" = the course's)
+    chat_template: bool = False    # wrap each prompt in the tokenizer's chat template, with the generation prompt
+    # --- memory and speed (GPU) ---
+    micro_batch_size: int = 0      # rows per forward and backward (0 = all at once); gradients add up to the batch's
+    dtype: str = "float32"         # float32 | bfloat16 | float16: autocast for the forwards; weights and Adam stay float32
+    torch_compile: bool = False    # torch.compile the training forward (pays on long GPU runs; slow to start)
     # --- model (a Llama-style decoder built from a transformers config, no download) ---
     hidden_size: int = 128         # width of the residual stream
     num_layers: int = 4            # transformer blocks
@@ -156,6 +168,19 @@ def validate(cfg: Config) -> None:
     if cfg.overlong_cache >= cfg.max_new_tokens:
         raise ValueError(f"overlong_cache={cfg.overlong_cache!r} must be below max_new_tokens={cfg.max_new_tokens}")
     parse_reward(cfg.reward)  # here, not when GRPO starts: a typo must not cost the SFT stage first
+    if bool(cfg.train_file) != bool(cfg.test_file):
+        given, missing = ("train_file", "test_file") if cfg.train_file else ("test_file", "train_file")
+        raise ValueError(f"{given} is given but {missing} is not: a run on your own data needs both")
+    if cfg.train_file and cfg.sft_steps and not cfg.sft_file:
+        raise ValueError(f"sft_steps={cfg.sft_steps} with train_file: give --sft_file (demonstrations), "
+                         f"or --sft_steps 0 to start GRPO from the model as it is")
+    rows = cfg.prompts_per_step * cfg.group_size
+    if cfg.micro_batch_size and rows % cfg.micro_batch_size:
+        raise ValueError(f"micro_batch_size={cfg.micro_batch_size} does not divide the {rows} rows of a step "
+                         f"(prompts_per_step x group_size); choose a divisor of {rows}")
+    if cfg.micro_batch_size and cfg.sft_steps and cfg.sft_batch_size % cfg.micro_batch_size:
+        raise ValueError(f"micro_batch_size={cfg.micro_batch_size} does not divide sft_batch_size="
+                         f"{cfg.sft_batch_size}; choose a divisor of both {rows} and {cfg.sft_batch_size}")
     if "rubric" in cfg.reward and cfg.task != "equations":
         raise ValueError(f"reward={cfg.reward!r} uses the rubric, which scores equation solutions; "
                          f"use it with task='equations' (or --preset equations)")

@@ -4,8 +4,9 @@
     data/<dataset>/train.jsonl  prompts for GRPO (the model samples its own completions)
     data/<dataset>/test.jsonl   held-out problems for evaluation
 
-Every record is checked when it is read: its characters against the tokenizer, its length against
-the model (record_check); an error names the file and the line. How data/ was generated (and that no
+Every record is checked when it is read: its characters against the tokenizer, its length in tokens
+against the model (record_check); an error names the file and the line. Any other JSONL of "prompt"
+and "answer" (free text, e.g. GSM8K) is read the same way with --train_file / --test_file / --sft_file. How data/ was generated (and that no
 test problem is in sft or train) is minigrpo/course/datasets.py. The prompts of GRPO step s are a
 seeded function of s (`prompt_batch`), so a resumed run sees the same batches.
 """
@@ -19,7 +20,7 @@ import torch
 from .checks import CHOICES
 from .files import read_jsonl
 from .tasks import demonstration
-from .tokenizer import check_text
+from .tokenizer import encode, is_char_level
 
 SPLITS = ("test", "sft", "train")  # the order in which they are drawn
 REQUIRED_KEYS = ("prompt", "answer")
@@ -35,20 +36,23 @@ def dataset_path(name: str, split: str, data_dir: str | os.PathLike = "data") ->
     return Path(data_dir) / name / f"{split}.jsonl"
 
 
-def record_check(tok, max_new_tokens: int, max_seq_len: int, demonstrations: bool = False):
-    """A check for each record read: every character has a token, and the record fits the model.
+def record_check(tok, max_new_tokens: int, max_seq_len: int, demonstrations: bool = False, chat: bool = False):
+    """A check for each record read: every character has a token (the course's tokenizer), and the record fits
+    the model.
 
-    A prompt needs 1 + len(prompt) positions (BOS first) plus max_new_tokens for its completion;
-    a demonstration needs its whole solution and EOS.
+    A prompt needs its tokens (with BOS or the chat template, as `encode` writes them) plus max_new_tokens
+    for its completion; a demonstration needs its whole solution and EOS.
     """
+    unit = "characters" if is_char_level(tok) else "tokens"
+
     def check(record: dict) -> None:
-        check_text(tok, record["prompt"])
-        need = 1 + len(record["prompt"]) + max_new_tokens
-        what = f"a prompt of {len(record['prompt'])} characters with max_new_tokens={max_new_tokens}"
+        prompt = encode(tok, record["prompt"], chat=chat)
+        need = len(prompt) + max_new_tokens
+        size = len(record["prompt"]) if unit == "characters" else len(prompt)
+        what = f"a prompt of {size} {unit} with max_new_tokens={max_new_tokens}"
         if demonstrations:
-            check_text(tok, demonstration(record))
-            need = 1 + len(record["prompt"]) + len(demonstration(record)) + 1
-            what = "this demonstration (BOS, prompt, solution, EOS)"
+            need = len(prompt) + len(encode(tok, str(demonstration(record)), bos=False, eos=True))
+            what = "this demonstration (prompt, solution, EOS)"
         if need > max_seq_len:
             raise ValueError(f"{what} needs {need} positions but max_seq_len={max_seq_len}; "
                              f"raise --max_seq_len to at least {need}")
@@ -56,10 +60,10 @@ def record_check(tok, max_new_tokens: int, max_seq_len: int, demonstrations: boo
 
 
 def read_records(path: str | os.PathLike, tok=None, max_new_tokens: int = 0, max_seq_len: int = 0,
-                 demonstrations: bool = False) -> list[dict]:
+                 demonstrations: bool = False, chat: bool = False, missing_hint: str = HOW_TO_GENERATE) -> list[dict]:
     """The problems of a JSONL file ("prompt" and "answer" at least), checked against `tok` if given."""
-    check = record_check(tok, max_new_tokens, max_seq_len, demonstrations) if tok is not None else None
-    return read_jsonl(path, REQUIRED_KEYS, check, missing_hint=HOW_TO_GENERATE)
+    check = record_check(tok, max_new_tokens, max_seq_len, demonstrations, chat) if tok is not None else None
+    return read_jsonl(path, REQUIRED_KEYS, check, missing_hint=missing_hint)
 
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike = "data", tok=None,

@@ -9,28 +9,29 @@ import torch
 
 from .sampler import pad_prompts, sample_group
 from .tasks import STYLES, classify_style, is_correct
-from .tokenizer import decode_batch, encode
+from .tokenizer import decode_batch, encode, stop_ids
 
 
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 256,
              device=None, greedy: bool = True, temperature: float = 1.0,
-             generator: torch.Generator | None = None) -> list[str]:
-    """One completion per prompt (greedy by default), decoded to text up to EOS."""
+             generator: torch.Generator | None = None, chat: bool = False) -> list[str]:
+    """One completion per prompt (greedy by default), decoded to text up to its first stop id."""
     device = device or next(model.parameters()).device
+    stops = stop_ids(tok, model)
     out = []
     for i in range(0, len(prompts), batch_size):
-        chunk = [encode(tok, p) for p in prompts[i:i + batch_size]]
+        chunk = [encode(tok, p, chat=chat) for p in prompts[i:i + batch_size]]
         ids, mask = pad_prompts(chunk, tok.pad_token_id, device)               # (B, P)
         s = sample_group(model, ids, mask, group_size=1, max_new_tokens=max_new_tokens,
-                         eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                         eos_id=stops, pad_id=tok.pad_token_id,
                          greedy=greedy, temperature=temperature, generator=generator)
-        out += decode_batch(tok, s.completion_ids)
+        out += decode_batch(tok, s.completion_ids, stops)
     return out
 
 
 def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size: int = 256,
-             device=None, return_completions: bool = False) -> dict:
+             device=None, return_completions: bool = False, chat: bool = False) -> dict:
     """Greedy held-out accuracy of `model` on `records` (dicts with prompt, answer, task).
 
     Returns {"accuracy", "n"} and, when the records are equations,
@@ -40,7 +41,7 @@ def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size
     if not records:
         raise ValueError("evaluate() got no records")
     completions = generate(model, tok, [r["prompt"] for r in records],
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, chat=chat)
     correct = [is_correct(r, c) for r, c in zip(records, completions)]
     result = {"accuracy": sum(correct) / len(records), "n": len(records)}
     if all(r["task"] == "equation" for r in records):

@@ -93,6 +93,15 @@ def loss_mask(completion_mask: torch.Tensor, truncated: torch.Tensor, mask_trunc
     return mask
 
 
+def batch_share(mask: torch.Tensor, rows: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """The weight of `rows` in the loss of the whole batch: their share of its rows for the per-sequence
+    aggregations, of its loss-carrying tokens for the token means. A chunk's loss (aggregated over the chunk)
+    times this weight, summed over chunks, is the batch's loss. mask (N, T), rows (k,); returns ()."""
+    if loss_type in TOKEN_MEAN:
+        return mask[rows].sum() / mask.sum().clamp(min=1)
+    return torch.tensor(len(rows) / len(mask), device=mask.device)
+
+
 def kept_rows(adv: torch.Tensor, mask: torch.Tensor, loss_type: str, skip: bool) -> tuple[torch.Tensor, float]:
     """The K rows that enter the backward pass, and the factor that makes their loss the batch's.
 
@@ -149,7 +158,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
               eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.0, ref_logp: torch.Tensor | None = None,
               kl_estimator: str = "k3", loss_type: str = "grpo", max_completion_length: int | None = None,
               importance_sampling_level: str = "token", delta: float = 0.0, cispo_max: float = 5.0,
-              use_bias_correction_kl: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+              use_bias_correction_kl: bool = False, sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss to minimise: aggregate(-surrogate + beta KL), with the GRPO family's variants.
 
     Symbol        | Shape          | Description
@@ -176,6 +185,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     and r < 1-eps_low), "clip_high" (A > 0 and r > 1+eps_high; for cispo r > cispo_max), "clip" (their
     sum), "ratio_mean", "ratio_min", "ratio_max" (1.0 with no token), "kl" (mean estimate to ref_logp,
     even when beta = 0; 0.0 without it), "surrogate" (mean objective), "tokens" (unmasked tokens).
+    With sync=False they stay 0-dim tensors on logp's device, so that a caller reads them all at once.
     """
     _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
                 kl_estimator, loss_type, max_completion_length, delta, cispo_max)
@@ -216,17 +226,20 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         else:
             low = keep & (adv < 0) & (r < 1.0 - eps_low)                        # (N, T)
             high = keep & (adv > 0) & (r > 1.0 + eps_high)                      # (N, T)
-        kept_r = r[keep]                                                        # (tokens,)
-        one = kept_r.numel() == 0
+        one = torch.ones((), dtype=logp.dtype, device=logp.device)
+        inf = torch.full((), float("inf"), dtype=logp.dtype, device=logp.device)
+        empty = n_tok == 0                                                      # no token: every ratio stat is 1
         stats = {
-            "clip_low": (low.to(logp.dtype).sum() / denom).item(),
-            "clip_high": (high.to(logp.dtype).sum() / denom).item(),
-            "clip": ((low | high).to(logp.dtype).sum() / denom).item(),
-            "ratio_mean": 1.0 if one else kept_r.mean().item(),
-            "ratio_min": 1.0 if one else kept_r.min().item(),
-            "ratio_max": 1.0 if one else kept_r.max().item(),
-            "kl": ((kl.detach() * m).sum() / denom).item() if kl is not None else 0.0,
-            "surrogate": ((surrogate.detach() * m).sum() / denom).item(),
-            "tokens": n_tok.item(),
+            "clip_low": low.to(logp.dtype).sum() / denom,
+            "clip_high": high.to(logp.dtype).sum() / denom,
+            "clip": (low | high).to(logp.dtype).sum() / denom,
+            "ratio_mean": torch.where(n_tok > 0, (r * m).sum() / denom, one),
+            "ratio_min": torch.where(empty, one, torch.where(keep, r, inf).min()),
+            "ratio_max": torch.where(empty, one, torch.where(keep, r, -inf).max()),
+            "kl": (kl.detach() * m).sum() / denom if kl is not None else 0.0 * one,
+            "surrogate": (surrogate.detach() * m).sum() / denom,
+            "tokens": n_tok,
         }
+        if sync:   # one transfer for all of them
+            stats = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
     return loss, stats

@@ -2,11 +2,18 @@
 
 `completion_logprobs` is the training forward pass: log pi(token | prefix) of every completion token at
 the sampling temperature, the numbers the sampler computes (tests/test_sampler.py). Prompts are
-left-padded, so a token's position is the number of real tokens before it.
+left-padded, so a token's position is the number of real tokens before it. It works for any
+transformers causal LM: the LM head runs only at the completion's positions (`logits_to_keep`), and a
+selective log-softmax takes each token's log-prob without a (N, T, V) log-softmax tensor (TRL's
+`selective_log_softmax` does the same), so with micro-batches of m rows the logits held at once are
+(m, T, V), not (N, P+T, V).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
+import time
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +71,50 @@ def cache_kwarg(cache) -> dict:
     return {CACHE_ARG: cache}
 
 
+@functools.lru_cache(maxsize=None)
+def _keeps_logits(forward_owner: type) -> bool:
+    """Whether this model class's forward takes `logits_to_keep` (transformers' causal LMs do)."""
+    return "logits_to_keep" in inspect.signature(forward_owner.forward).parameters
+
+
+BLOCK = 1 << 24   # logits elements per block of rows in the log-softmax below: 64 MB of temporaries in float32
+
+
+def _row_blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`x` (N, T, V) split along N into blocks of at most BLOCK elements (at least one row each)."""
+    per_row = max(1, x[0].numel()) if len(x) else 1
+    return x.split(max(1, BLOCK // per_row))
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[index] along the last axis, without a (..., V) log-softmax tensor.
+
+    Symbol | Shape     | Description
+    logits | (N, T, V) | any float dtype; float32 / float64 as logit - logsumexp(logits), bf16 / fp16 block by
+           |           | block in float32 (a logsumexp in 16 bits loses the log-prob's low digits)
+    index  | (N, T)    | the token ids whose log-probs to take
+    Returns (N, T) in float32 (or float64). Rows are taken in blocks of at most BLOCK logits, so the
+    temporaries stay bounded whatever N is (TRL's selective_log_softmax goes row by row).
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        scaled = logits if temperature == 1.0 else logits / temperature                 # (N, T, V)
+        picked = scaled.gather(-1, index.unsqueeze(-1)).squeeze(-1)                      # (N, T)
+        return picked - torch.cat([torch.logsumexp(b, dim=-1) for b in _row_blocks(scaled)])   # (N, T)
+    out = [F.log_softmax(b.float() / temperature, dim=-1).gather(-1, i.unsqueeze(-1)).squeeze(-1)
+           for b, i in zip(_row_blocks(logits), index.split(len(_row_blocks(logits)[0])))]
+    return torch.cat(out)                                                                # (N, T)
+
+
+def entropy_of(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) at each position, block by block, no gradient. (N, T, V) -> (N, T)."""
+    with torch.no_grad():
+        out = []
+        for b in _row_blocks(logits):
+            logp = F.log_softmax(b.float() / temperature, dim=-1)                        # (n, T, V)
+            out.append(-(logp.exp() * logp).sum(-1))                                     # (n, T)
+        return torch.cat(out)
+
+
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """Log-probs of the completion tokens under `model` (the training forward pass).
@@ -75,20 +126,33 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     completion_mask | (N, T) | 1 for real completion tokens (EOS included), else 0
 
     Returns logp (N, T), log pi(c_t | prompt, c_<t) at `temperature` (0 where masked), and with
-    `with_entropy` the entropy (N, T) of each of those next-token distributions.
+    `with_entropy` the entropy (N, T) of each of those next-token distributions (no gradient).
     """
-    P, T = prompt_ids.shape[1], completion_ids.shape[1]
+    T = completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)        # (N, P+T)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)            # (N, P+T)
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False)
-    logits = out.logits[:, P - 1:P + T - 1, :].float() / temperature  # (N, T, V) predicts c_t
-    logp_all = F.log_softmax(logits, dim=-1)                           # (N, T, V)
-    logp = logp_all.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # (N, T)
-    logp = logp * completion_mask
+    owner = type(getattr(model, "module", model))                       # under DDP, the wrapped model's class
+    keep = {"logits_to_keep": T + 1} if _keeps_logits(owner) else {}    # the LM head at the last T+1 positions only
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False, **keep)
+    logits = out.logits[:, -(T + 1):-1, :]                              # (N, T, V) position P-1+t predicts c_t
+    logp = selective_log_softmax(logits, completion_ids, temperature) * completion_mask   # (N, T)
     if not with_entropy:
         return logp
-    entropy = -(logp_all.exp() * logp_all).sum(-1) * completion_mask  # (N, T)
-    return logp, entropy
+    return logp, entropy_of(logits, temperature) * completion_mask   # (N, T)
+
+
+def sync_clock(device: torch.device) -> float:
+    """time.perf_counter(), after the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def precision(device: torch.device, dtype: str = "float32"):
+    """A context for forwards in `dtype` (autocast: the weights stay float32, matmuls run in 16 bits), or none."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -3,7 +3,9 @@
 `update_policy` is the inner loop of DeepSeekMath's Algorithm 1: mu times, maximise the objective on
 the batch sampled from pi_old. GRPO, REINFORCE and RLOO (adv (N,), one per completion) and PPO
 (adv (N, T), one per token) all update through it. With mu = 1, pi_old is `logp.detach()`; with
-mu > 1 it is the sampler's log-probs (they equal the training forward's).
+mu > 1 it is the sampler's log-probs (they equal the training forward's). With cfg.micro_batch_size
+the rows go through the forward and backward m at a time, each chunk's loss weighted by its share of
+the batch (loss.batch_share), so the accumulated gradient is the one-batch gradient.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .loss import grpo_loss, importance_ratio, kept_rows
-from .model import completion_logprobs
+from .loss import batch_share, grpo_loss, importance_ratio, kept_rows
+from .model import completion_logprobs, precision
 
 
 def make_optimizer(params, lr: float, beta1: float, beta2: float, weight_decay: float) -> torch.optim.AdamW:
@@ -50,6 +52,24 @@ def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float) -> torch.Te
     return grad_norm
 
 
+def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`rows` (K,) in chunks of at most `size` (0: one chunk of all)."""
+    return list(rows.split(size)) if size and len(rows) else [rows]
+
+
+@torch.no_grad()
+def logprobs_in_chunks(model, samples, rows: torch.Tensor, cfg) -> torch.Tensor:
+    """completion_logprobs of `rows` of `samples`, cfg.micro_batch_size rows at a time, no gradient. (K, T)"""
+    device = samples.completion_ids.device
+    out = []
+    for chunk in micro_batches(rows, cfg.micro_batch_size):
+        with precision(device, cfg.dtype):
+            out.append(completion_logprobs(model, samples.prompt_ids[chunk], samples.prompt_mask[chunk],
+                                           samples.completion_ids[chunk], samples.completion_mask[chunk],
+                                           cfg.temperature).float())
+    return torch.cat(out)
+
+
 @dataclass
 class Update:
     """What stage 4 measured: the last update's loss and gradient norm, grpo_loss's stats, the kept tokens."""
@@ -63,60 +83,105 @@ class Update:
 
 def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, cfg,
                   ref_logp: torch.Tensor | None = None, skip_zero_adv: bool = True,
-                  trace: torch.Tensor | None = None) -> Update:
+                  trace: torch.Tensor | None = None, scaler=None) -> Update:
     """mu = cfg.num_iterations AdamW steps of the clipped objective on one sampled batch (`samples`, N rows).
 
-    Rows whose advantages are all 0 are left out (when skip_zero_adv and beta = 0), and the loss over
-    the K kept rows is rescaled to the whole batch's. pi_old's log-probs for mu > 1 come from the
-    sampler or, with cfg.old_logps="recompute", a no-grad training-mode forward before the first update.
-    `trace` (R,) names rows whose per-token ratios to record. A non-finite loss raises
-    FloatingPointError before it reaches the weights.
+    Rows whose advantages are all 0 are left out (when skip_zero_adv and beta = 0), and each chunk's loss
+    is weighted by its share of the whole batch (with micro-batches of cfg.micro_batch_size rows, the
+    gradients add up to the one-batch gradient). pi_old's log-probs for mu > 1 come from the sampler or,
+    with cfg.old_logps="recompute", a no-grad training-mode forward before the first update. `trace` (R,)
+    names rows whose per-token ratios to record. Forwards run in cfg.dtype (autocast); a GradScaler
+    `scaler` scales float16 losses. Each update reads its statistics from the device once; a non-finite
+    loss raises FloatingPointError before the weights change.
     """
     s = samples
-    idx, rescale = kept_rows(adv, mask, cfg.loss_type, skip=skip_zero_adv and cfg.beta == 0)   # (K,)
-    sub = lambda x: x[idx]                                                      # (N, ...) -> (K, ...)
-    args = lambda: (sub(s.prompt_ids), sub(s.prompt_mask), sub(s.completion_ids), sub(s.completion_mask))
-    loss, grad_norm = torch.zeros(()), torch.zeros(())
+    device = mask.device
+    idx, _ = kept_rows(adv, mask, cfg.loss_type, skip=skip_zero_adv and cfg.beta == 0)   # (K,)
+    chunks = micro_batches(idx, cfg.micro_batch_size)                           # (k,) each
+    args = lambda rows: (s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows], s.completion_mask[rows])
+    loss, grad_norm = 0.0, 0.0
     stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
     policy.train()
-    old, diff, ratios = sub(s.logps), None, []                                  # (K, T)
+    old, diff, ratios = s.logps, None, []                                       # (N, T)
     if cfg.num_iterations > 1 and cfg.old_logps == "recompute" and len(idx):
-        with torch.no_grad():
-            recomputed = completion_logprobs(policy, *args(), cfg.temperature)   # (K, T)
-        diff = ((recomputed - old).abs() * sub(mask)).max().item()
-        old = recomputed
+        recomputed = logprobs_in_chunks(policy, s, idx, cfg)                    # (K, T)
+        diff = ((recomputed - s.logps[idx]).abs() * mask[idx]).max().item()
+        old = s.logps.clone()
+        old[idx] = recomputed
     for it in range(cfg.num_iterations if len(idx) else 0):
-        logp = completion_logprobs(policy, *args(), cfg.temperature)            # (K, T)
-        old_logp = logp.detach() if cfg.num_iterations == 1 else old            # (K, T)
-        loss, stats = grpo_loss(logp, old_logp, sub(adv), sub(mask), eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-                                beta=cfg.beta, ref_logp=None if ref_logp is None else sub(ref_logp),
-                                kl_estimator=cfg.kl_estimator, loss_type=cfg.loss_type,
-                                max_completion_length=cfg.max_new_tokens,
-                                importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta,
-                                cispo_max=cfg.cispo_max, use_bias_correction_kl=cfg.use_bias_correction_kl)
-        loss = loss * rescale                                                   # the full batch's loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite GRPO loss ({loss.item()}) at update {it + 1}; "
+        opt.zero_grad(set_to_none=True)
+        parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=device)
+        for rows in chunks:
+            with precision(device, cfg.dtype):
+                logp = completion_logprobs(policy, *args(rows), cfg.temperature)   # (k, T)
+            logp = logp.float()
+            old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
+            part, part_stats = grpo_loss(
+                logp, old_logp, adv[rows], mask[rows], eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta,
+                ref_logp=None if ref_logp is None else ref_logp[rows], kl_estimator=cfg.kl_estimator,
+                loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
+                importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
+                use_bias_correction_kl=cfg.use_bias_correction_kl, sync=False)
+            part = part * batch_share(mask, rows, cfg.loss_type)               # its share of the batch's loss
+            (scaler.scale(part) if scaler is not None else part).backward()
+            parts.append((part.detach(), part_stats))
+            if trace is not None:
+                _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
+        if scaler is not None:
+            scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        total, combined = _combine(parts)
+        values = torch.stack([total, norm.to(total), *combined.values()]).tolist()   # the update's one host sync
+        loss, grad_norm, stats = values[0], values[1], dict(zip(combined, values[2:]))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite GRPO loss ({loss}) at update {it + 1}; "
                                      f"try a lower lr or a smaller eps_high")
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         if trace is not None:
-            ratios.append(_traced_ratios(logp.detach(), old_logp, sub(mask), idx, trace, cfg))
-        grad_norm = optimizer_step(policy, opt, loss, cfg.grad_clip)
+            ratios.append(traced)
     policy.eval()
     if trace is not None and not ratios:   # no row was trained: every ratio stayed 1
         ratios = [torch.ones(len(trace), mask.shape[1], device=mask.device)] * cfg.num_iterations
     kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item()
-    return Update(loss=loss.item(), grad_norm=float(grad_norm), stats=stats, kept_frac=kept_frac,
+    return Update(loss=loss, grad_norm=grad_norm, stats=stats, kept_frac=kept_frac,
                   logp_diff_max=diff, ratios=ratios if trace is not None else None)
 
 
-def _traced_ratios(logp, old_logp, mask, idx, trace, cfg) -> torch.Tensor:
-    """The ratios (R, T) of the `trace` rows at this update, as grpo_loss sees them; 1 for rows left out."""
+def _combine(parts: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+    """The batch's loss (the sum of the weighted chunk losses) and its grpo_loss stats, from the chunks':
+    token-weighted means, the min and max ratio over all chunks, the tokens added up (tensors, no sync)."""
+    total = torch.stack([p for p, _ in parts]).sum()
+    tokens = torch.stack([st["tokens"] for _, st in parts])                     # (C,)
+    weight = tokens / tokens.sum().clamp(min=1)                                  # (C,)
+    stats = {}
+    for key in parts[0][1]:
+        column = torch.stack([st[key] for _, st in parts])                       # (C,)
+        if key == "tokens":
+            stats[key] = column.sum()
+        elif key in ("ratio_min", "ratio_max"):   # over the chunks that have tokens (all ones if none has)
+            fill = torch.full_like(column, float("inf") if key == "ratio_min" else float("-inf"))
+            kept = torch.where(tokens > 0, column, fill)
+            pick = kept.min() if key == "ratio_min" else kept.max()
+            stats[key] = torch.where(tokens.sum() > 0, pick, torch.ones_like(pick))
+        elif key == "ratio_mean":
+            stats[key] = torch.where(tokens.sum() > 0, (column * weight).sum(), torch.ones_like(column[0]))
+        else:
+            stats[key] = (column * weight).sum()
+    return total, stats
+
+
+def _traced_ratios(logp, old_logp, mask, rows, trace, cfg, out: torch.Tensor) -> torch.Tensor:
+    """Write into `out` (R, T) the ratios of the `trace` rows found among `rows` (this chunk's rows of the
+    batch, (k,)) as grpo_loss sees them; rows not in the chunk are left as they are (1 where never kept)."""
     keep = mask.bool()
     zeros = torch.zeros_like(logp)
     r = importance_ratio(torch.where(keep, logp, zeros), torch.where(keep, old_logp, zeros), mask,
-                         cfg.importance_sampling_level).expand_as(logp)         # (K, T)
-    out = torch.ones(len(trace), logp.shape[1], dtype=logp.dtype, device=logp.device)   # (R, T)
-    where = {int(row): k for k, row in enumerate(idx.tolist())}
+                         cfg.importance_sampling_level).expand_as(logp)         # (k, T)
+    where = {int(row): k for k, row in enumerate(rows.tolist())}
     for j, row in enumerate(trace.tolist()):
         if row in where:
             out[j] = r[where[row]]

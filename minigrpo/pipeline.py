@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from .checkpoint import load_model, save_checkpoint
-from .data import load_split
+from .checkpoint import CheckpointError, load_model, save_checkpoint
+from .data import load_split, read_records
 from .evaluate import evaluate
 from .files import atomic_write
 from .model import build_model, num_parameters, pick_device
@@ -38,9 +38,63 @@ def prepare_model(model, device: torch.device):
     return model.to(device).eval()
 
 
+FILES = {"sft": "sft_file", "train": "train_file", "test": "test_file"}
+
+
 def split(cfg, name: str, tok) -> list[dict]:
-    """The run's split `name` (sft, train or test), every record checked against `tok` and cfg's lengths."""
-    return load_split(cfg.task, name, cfg.data_dir, tok, cfg.max_new_tokens, cfg.max_seq_len)
+    """The run's split `name` (sft, train or test), every record checked against `tok` and cfg's lengths.
+
+    With cfg's train_file / test_file / sft_file, that file; a record without a "task" is free text
+    (task "text", or "text_last_number" with answer_parser="last_number").
+    """
+    path = getattr(cfg, FILES[name])
+    if not path:
+        return load_split(cfg.task, name, cfg.data_dir, tok, cfg.max_new_tokens, cfg.max_seq_len)
+    task = "text" if cfg.answer_parser == "strict" else "text_last_number"
+    records = read_records(path, tok, cfg.max_new_tokens, cfg.max_seq_len, demonstrations=name == "sft",
+                           chat=cfg.chat_template, missing_hint=f"check --{FILES[name]}")
+    return [{"task": task, **r} for r in records]   # a record's own task (the course's JSONL) is kept
+
+
+def check_model(cfg, model, tok, device: torch.device) -> None:
+    """One-line errors, before any training, for a model and tokenizer the run cannot use as configured."""
+    where = cfg.model or "the model"
+    if tok.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {where} has no EOS token, so no completion could end; set one "
+                         f"(tok.eos_token = ...; tok.save_pretrained(...))")
+    if cfg.chat_template and not getattr(tok, "chat_template", None):
+        raise ValueError(f"chat_template=True but the tokenizer of {where} has no chat template; use "
+                         f"--chat_template false, or a tokenizer saved with one")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and cfg.max_seq_len > positions:
+        raise ValueError(f"max_seq_len={cfg.max_seq_len} exceeds the {positions} positions of {where}")
+    if cfg.dtype == "float16" and device.type != "cuda":
+        raise ValueError(f"dtype=float16 needs a CUDA device (device is {device}); use --dtype bfloat16")
+    if cfg.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"dtype=bfloat16 is not supported by {torch.cuda.get_device_name(device)}; "
+                         f"use --dtype float16")
+
+
+def prepare_tokenizer(tok):
+    """The tokenizer set up for the engine: left padding, and a PAD token (EOS when it has none, as TRL does)."""
+    tok.padding_side = "left"
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_pretrained(path: str, device: torch.device):
+    """(model, tok) of a local transformers folder (--model), the weights in float32."""
+    if not os.path.isdir(path):
+        raise ValueError(f"model folder {path} does not exist (--model takes a local transformers folder)")
+    if not os.path.exists(os.path.join(path, "tokenizer.json")):
+        raise ValueError(f"model folder {path} has no tokenizer (tokenizer.json); save one into it with "
+                         f"tokenizer.save_pretrained({path!r})")
+    try:
+        model, tok = load_model(path, device)
+    except CheckpointError as e:
+        raise ValueError(str(e).replace("is not a minigrpo checkpoint", "is not a transformers model folder")) from e
+    return model.float(), prepare_tokenizer(tok)
 
 
 def run_sft(cfg, *, init: str | None = None, progress: bool = True):
@@ -49,9 +103,13 @@ def run_sft(cfg, *, init: str | None = None, progress: bool = True):
     device = pick_device(cfg.device)
     if init:
         model, tok = load_model(init, device)
+        tok = prepare_tokenizer(tok)
+    elif cfg.model:
+        model, tok = load_pretrained(cfg.model, device)
     else:
         tok = build_tokenizer()
         model = build_model(cfg, tok)
+    check_model(cfg, model, tok, device)
     sft_records = split(cfg, "sft", tok) if cfg.sft_steps else []
     if cfg.sft_examples:
         sft_records = sft_records[:cfg.sft_examples]
@@ -61,7 +119,7 @@ def run_sft(cfg, *, init: str | None = None, progress: bool = True):
         train_sft(model, tok, sft_records, cfg, device=device, progress=progress)
     save_checkpoint(os.path.join(cfg.out_dir, "sft"), model, tok, cfg=cfg, step=0)
     before = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device,
-                      batch_size=cfg.eval_batch_size)
+                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
     return model, tok, before
 
 
@@ -72,6 +130,8 @@ def run_train(cfg, *, init: str | None = None, resume: str | None = None, progre
     results_path = os.path.join(cfg.out_dir, "results.json")
     if resume:  # continue a GRPO run: the SFT start's accuracy was recorded by the first run
         model, tok = load_model(resume, device)
+        tok = prepare_tokenizer(tok)
+        check_model(cfg, model, tok, device)
         model = prepare_model(model, device)
         old = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
         before, t_sft = old.get("sft", {}), old.get("seconds_sft", 0.0)
@@ -84,7 +144,7 @@ def run_train(cfg, *, init: str | None = None, resume: str | None = None, progre
     rows = train_grpo(model, tok, cfg, split(cfg, "train", tok), test, resume=resume, progress=progress,
                       start=None if resume else os.path.join(cfg.out_dir, "sft"))
     after = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device,
-                     batch_size=cfg.eval_batch_size)
+                     batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
     results = {
         "task": cfg.task, "preset": cfg.preset, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -9,6 +9,7 @@ Source: the note, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求
 from __future__ import annotations
 
 import math
+import re
 
 from .tasks import classify_style, is_correct, parse_answer, parse_equation
 
@@ -40,6 +41,16 @@ def format_reward(prompt: str, completion: str, task: str | None = None, **_fiel
     return 0.0 if parse_answer(completion, _task_of(prompt, task)) is None else 1.0
 
 
+THINK_ANSWER = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+
+
+def think_format(prompt: str, completion: str, **_fields) -> float:
+    """1.0 if the completion is laid out as R1's template asks, "<think>...</think><answer>...</answer>"
+    (DeepSeek-R1 §2.2.1, its format reward) and nothing else around them, else 0.0. Right or wrong does not
+    matter here."""
+    return 1.0 if THINK_ANSWER.fullmatch(completion) else 0.0
+
+
 def rubric(prompt: str, completion: str, answer: str | int, task: str | None = None,
            **fields) -> float:
     """Section 6's score of an equation's solution.
@@ -63,7 +74,7 @@ def rubric(prompt: str, completion: str, answer: str | int, task: str | None = N
     return RUBRIC_POINTS[classify_style(record, completion)]
 
 
-REWARDS = {"correct": correctness, "format": format_reward, "rubric": rubric}
+REWARDS = {"correct": correctness, "format": format_reward, "think_format": think_format, "rubric": rubric}
 
 
 def combine(weights: dict) -> callable:

@@ -8,17 +8,16 @@ computes, so it serves as the old policy's.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from .model import cache_kwarg, positions
+from .model import _keeps_logits, cache_kwarg, positions, sync_clock
 from .reward import score, soft_overlong_punishment
 from .tasks import is_correct
-from .tokenizer import decode_batch, encode
+from .tokenizer import decode_batch, encode, stop_ids
 
 
 @dataclass
@@ -50,7 +49,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 @torch.no_grad()
 def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int,
-                 max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 1.0, top_k: int = 0,
+                 max_new_tokens: int, eos_id: int | list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None) -> Samples:
     """Sample G = `group_size` completions for each of B left-padded prompts.
 
@@ -59,7 +58,9 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     prompt_mask | (B, P) | 1 for real tokens, 0 for padding
 
     `greedy=True` takes the most likely token (evaluation); the log-probs are still those of the
-    tempered distribution. Returns a `Samples` of N = B*G rows; completion length T <= max_new_tokens.
+    tempered distribution. `eos_id` is one stop id or several (tokenizer.stop_ids: EOS, a chat template's
+    end of turn); a row ends at the first it samples. Returns a `Samples` of N = B*G rows; completion
+    length T <= max_new_tokens.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
@@ -71,7 +72,8 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     cache = DynamicCache()                                                    # filled in place by each forward
     kv = cache_kwarg(cache)
     pos = positions(prompt_mask)                                              # (B, P)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True)
+    keep = {"logits_to_keep": 1} if _keeps_logits(type(model)) else {}      # the LM head at the last position only
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True, **keep)
     logits = out.logits[:, -1, :].float()                                     # (B, V)
     # 2. share each prompt's cache with its G samples: B -> N = B*G rows
     cache.batch_repeat_interleave(G)                                          # (N, ...) per layer
@@ -79,6 +81,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     attn = prompt_mask.repeat_interleave(G, dim=0)                            # (N, P)
     next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (N, 1)
     N = B * G
+    stops = torch.as_tensor(eos_id, device=prompt_ids.device).reshape(-1)    # (S,) stop ids
     done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (N,)
     tokens, logps, masks, entropies = [], [], [], []
     # 3. decode one token per step
@@ -96,7 +99,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
         logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (N,)
         entropies.append(-(probs * logp_all).sum(-1) * (~done))              # (N,)
         tokens.append(tok)
-        done = done | (tok == eos_id)
+        done = done | torch.isin(tok, stops)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (N, P+t+1)
@@ -140,16 +143,17 @@ class Rollout:
 
 def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.Generator) -> Rollout:
     """Sample G completions for each of the B prompt `records` with the Config's settings, and score them."""
-    t0 = time.perf_counter()
     device = next(policy.parameters()).device
+    t0 = sync_clock(device)
     G = cfg.group_size
-    prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"]) for r in records],
+    prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"], chat=cfg.chat_template) for r in records],
                                           tok.pad_token_id, device)                      # (B, P)
+    stops = stop_ids(tok, policy)
     s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
-                     eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, temperature=cfg.temperature,
+                     eos_id=stops, pad_id=tok.pad_token_id, temperature=cfg.temperature,
                      top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)               # N rows
-    completions = decode_batch(tok, s.completion_ids)
-    sample_s = time.perf_counter() - t0
+    completions = decode_batch(tok, s.completion_ids, stops)
+    sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)
     rewards = score(reward_fn, [r["prompt"] for r in group_records], completions, group_records)
     if cfg.overlong_cache:   # DAPO's soft overlong punishment, on top of the reward

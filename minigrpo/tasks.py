@@ -1,16 +1,21 @@
-"""The course's tasks: the note's three solution styles of an equation, and strict parsing of a final answer.
+"""The tasks: the note's three solution styles of an equation, and strict parsing of a final answer.
 
 Source: the note, section 6 ("六、示例：GRPO训练数学解题模型"): "求解方程 2x+3=7" gets three
 correct answers scored 6.0 (guess "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"), 8.0 (short
 "两边减3，得2x=4，再除以2，得x=2。") and 9.0 (complete "2x+3=7，移项得2x=7-3，计算得2x=4，两边除以2，得x=2。";
 the note's "因为治安" is a typo, written "因为"). Parsing is strict on purpose: a reward from a lenient
-parser can be gamed (list several candidates, pad with zeros), and GRPO finds such holes.
+parser can be gamed (list several candidates, pad with zeros), and GRPO finds such holes (lesson 7).
+
+Free text (a JSONL of "prompt" and "answer" given with --train_file, e.g. GSM8K) is task "text": the
+final answer must be marked, as "#### 42" (GSM8K's own solutions), "\\boxed{42}" (MATH, R1) or
+"<answer>42</answer>", and every marked value must agree. Task "text_last_number" also reads an
+unmarked completion's last number, as many GRPO recipes do; it pays answers the strict one does not.
 """
 from __future__ import annotations
 
 import re
 
-TASKS = ("arithmetic", "equation")
+TASKS = ("arithmetic", "equation", "text", "text_last_number")
 STYLES = ("guess", "short", "complete")  # section 6's answers 1, 2, 3, in rubric order
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")  # canonical integer: no "+", no leading zeros
@@ -20,6 +25,10 @@ _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")  # canonical integer: no "+", no leadi
 _X_IS = re.compile(
     r"(?<![0-9A-Za-z)\]×*/÷])x=(-?[0-9]+(?:\.[0-9]+)?)(?![0-9+\-*/×÷(x=]|\.[0-9])")
 _EQUATION_PROMPT = re.compile(r"求解方程 ([0-9]+)x([+-][0-9]+)=(-?[0-9]+)。")
+# a number as free text writes it: an optional sign and $, digits with optional thousands commas, a decimal part
+_NUMBER = r"-?\$?\s?[0-9][0-9,]*(?:\.[0-9]+)?"
+_MARKED = re.compile(rf"####\s*({_NUMBER})|\\boxed\{{\s*({_NUMBER})\s*\}}|<answer>\s*({_NUMBER})\s*</answer>")
+_ANY_NUMBER = re.compile(_NUMBER)
 
 
 # ---------------------------------------------------------------------------
@@ -86,10 +95,15 @@ def parse_answer(completion: str, task: str) -> str | None:
         "+5", "46 47" and "46。" are None.
     equation: the value of the last "x=<int>" if the completion ends with it (then optionally "。") and
         every "x=<number>" it states agrees; "2x=4" states no value of x, "x=2或x=3。" is None.
+    text: the value marked "#### n", "\\boxed{n}" or "<answer>n</answer>" (every mark must agree), as a
+        canonical number ("1,234" -> "1234", "$5.50" -> "5.5", "3.0" -> "3"); None if nothing is marked.
+    text_last_number: the same, or if nothing is marked, the completion's last number.
     """
     text = completion.strip()
     if task == "arithmetic":
         return text if _is_canonical_int(text) else None
+    if task in ("text", "text_last_number"):
+        return _free_text_answer(text, lenient=task == "text_last_number")
     if task != "equation":
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     found = list(_X_IS.finditer(text))
@@ -114,12 +128,39 @@ def is_correct(record_or_answer: dict | str | int, completion: str, task: str | 
         answer = record_or_answer
     if task is None:
         raise ValueError("task is required when an answer, not a record, is given")
+    if task in ("text", "text_last_number"):   # "1,234" in the data is the same answer as 1234 in the text
+        answer = canonical_number(answer)
     return parse_answer(completion, task) == str(answer)
 
 
 def demonstration(record: dict) -> str:
     """The completion an SFT demonstration teaches: its worked solution if it has one, else the answer."""
     return record.get("solution", record["answer"])
+
+
+def canonical_number(text: str) -> str | None:
+    """A number as free text writes it, in one spelling: no "$", spaces or thousands commas, no trailing
+    zeros after the point, "-0" as "0". None if `text` is not a number."""
+    t = str(text).strip().replace("$", "").replace(" ", "").replace(",", "")
+    if not re.fullmatch(r"-?[0-9]+(?:\.[0-9]+)?", t):
+        return None
+    if "." in t:
+        t = t.rstrip("0").rstrip(".")
+    neg, digits = t.startswith("-"), t.lstrip("-")
+    whole, _, frac = digits.partition(".")
+    digits = (whole.lstrip("0") or "0") + ("." + frac if frac else "")
+    return "0" if digits == "0" else ("-" if neg else "") + digits
+
+
+def _free_text_answer(text: str, lenient: bool) -> str | None:
+    """The marked answer of a free-text completion (all marks agreeing), else with `lenient` its last number."""
+    marked = {canonical_number(next(g for g in m.groups() if g is not None)) for m in _MARKED.finditer(text)}
+    if marked:
+        return marked.pop() if len(marked) == 1 else None   # several different answers: no credit
+    if not lenient:
+        return None
+    numbers = _ANY_NUMBER.findall(text)
+    return canonical_number(numbers[-1]) if numbers else None
 
 
 def _is_canonical_int(text: str) -> bool:

@@ -1,12 +1,20 @@
-"""A character-level tokenizer for arithmetic and the note's equations (section 6), as a PreTrainedTokenizerFast.
+"""Text in, token ids out, and back: the course's character tokenizer, or any transformers tokenizer.
 
-Every character is one token: digits, operators, `x`, punctuation, the Chinese characters of the
-note's equation example, and four special tokens. A character with no token is an error that
+The course's tokenizer (`build_tokenizer`) is character-level, for arithmetic and the note's equations
+(section 6): every character is one token (digits, operators, `x`, punctuation, the Chinese characters
+of the note's equation example) plus four special tokens. A character with no token is an error that
 names it (`encode` checks; `tok(text)` would map it to <unk>): dropping it would change the problem.
+
+Any other tokenizer (BPE, byte-level, with or without BOS, with a chat template) goes through its own
+API: `tok(text)` for a prompt, `apply_chat_template` with the generation prompt when `chat=True`, and
+`batch_decode` for completions, cut at the first of the stop ids (`stop_ids`: EOS, the model's
+generation EOS ids, and a chat template's end-of-turn token).
 
     encode(tok, "12+34=")   # [BOS, '1', '2', '+', '3', '4', '=']
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -26,6 +34,8 @@ CHINESE_CHARS = (
     "练组细终经结络网群耦能致范表要解计训许证详误调跳较输边达过选逐通错问间除需面项题验高"
 )
 VOCAB_CHARS = ASCII_CHARS + CHINESE_PUNCTUATION + CHINESE_CHARS
+# end-of-turn tokens of common chat templates (Qwen / ChatML, Llama 3, Phi, Gemma): a stop id when the template uses one
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 class UnknownCharacterError(ValueError):
@@ -69,30 +79,82 @@ def check_text(tok: PreTrainedTokenizerFast, text: str) -> list[int]:
     return ids
 
 
-def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bool = False) -> list[int]:
-    """Token ids of `text`, one per character, optionally framed by BOS/EOS."""
-    ids = check_text(tok, text)
-    return ([tok.bos_token_id] if bos else []) + ids + ([tok.eos_token_id] if eos else [])
+def is_char_level(tok) -> bool:
+    """True for the course's tokenizer: a WordLevel vocabulary of single characters (what build_tokenizer makes)."""
+    cached = getattr(tok, "_minigrpo_char_level", None)
+    if cached is None:
+        backend = getattr(tok, "backend_tokenizer", None)
+        special = set(tok.all_special_tokens)
+        cached = backend is not None and isinstance(backend.model, models.WordLevel) and all(
+            len(t) == 1 for t in tok.get_vocab() if t not in special)
+        tok._minigrpo_char_level = cached
+    return cached
 
 
-def decode_batch(tok: PreTrainedTokenizerFast, rows) -> list[str]:
-    """`decode` of every row of `rows` (a (N, T) tensor or lists of ids), with one id -> text table.
+def encode(tok: PreTrainedTokenizerFast, text: str, *, bos: bool = True, eos: bool = False,
+           chat: bool = False) -> list[int]:
+    """Token ids of `text`, optionally followed by EOS.
 
-    A GRPO step decodes N = B*G completions; looking each token up in a plain list
-    is about 10x faster than asking the tokenizer row by row.
+    The course's tokenizer: one id per character, BOS first if `bos`. Any other: `tok(text)` with its own
+    special tokens if `bos` (a BOS where the tokenizer adds one, none where it does not), or with `chat`
+    the tokenizer's chat template around one user turn, ending with the generation prompt.
+    """
+    if is_char_level(tok):
+        if chat:
+            raise ValueError("chat_template=True needs a tokenizer with a chat template; the course's character "
+                             "tokenizer has none")
+        ids = check_text(tok, text)
+        return ([tok.bos_token_id] if bos else []) + ids + ([tok.eos_token_id] if eos else [])
+    if chat:
+        text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]    # the template writes its own BOS
+    else:
+        ids = tok(text, add_special_tokens=bos)["input_ids"]
+    return list(ids) + ([tok.eos_token_id] if eos else [])
+
+
+def stop_ids(tok, model=None) -> list[int]:
+    """The ids that end a completion: EOS, the model's generation-config EOS ids, and any end-of-turn token
+    (END_OF_TURN) that the tokenizer's chat template writes."""
+    ids = {tok.eos_token_id}
+    generation = getattr(model, "generation_config", None)
+    extra = getattr(generation, "eos_token_id", None)
+    ids |= set(extra if isinstance(extra, (list, tuple)) else [] if extra is None else [extra])
+    template = getattr(tok, "chat_template", None) or ""
+    vocab = tok.get_vocab() if template else {}
+    ids |= {vocab[t] for t in END_OF_TURN if t in template and t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+def _cut(row: list[int], stops: set[int]) -> list[int]:
+    """`row` up to (not including) its first stop id."""
+    end = len(row)
+    for stop in stops:   # list.index runs in C: one pass per stop id, usually one or two
+        try:
+            end = min(end, row.index(stop, 0, end))
+        except ValueError:
+            pass
+    return row[:end]
+
+
+def decode_batch(tok: PreTrainedTokenizerFast, rows, stops: Sequence[int] | None = None) -> list[str]:
+    """The text of each row of `rows` (a (N, T) tensor or lists of ids) up to its first stop id (default EOS).
+
+    The course's tokenizer: one id -> text table; a GRPO step decodes N = B*G completions, and looking
+    each token up in a plain list is about 10x faster than asking the tokenizer row by row. Any other
+    tokenizer: its batch_decode, without special tokens (so byte-level BPE gives text, not 'Ġ').
     """
     rows = rows.tolist() if hasattr(rows, "tolist") else rows
+    stops = {tok.eos_token_id} if stops is None else set(stops)
+    if not is_char_level(tok):
+        return tok.batch_decode([_cut(row, stops) for row in rows], skip_special_tokens=True)
     table = tok.convert_ids_to_tokens(list(range(len(tok))))                 # id -> character
     for special in (tok.pad_token_id, tok.bos_token_id):
         table[special] = ""
-    eos = tok.eos_token_id
-    return ["".join(table[i] for i in (row[:row.index(eos)] if eos in row else row)) for row in rows]
+    return ["".join(table[i] for i in _cut(row, stops)) for row in rows]
 
 
-def decode(tok: PreTrainedTokenizerFast, ids) -> str:
-    """Text of `ids`, stopping at the first EOS and skipping PAD/BOS."""
+def decode(tok: PreTrainedTokenizerFast, ids, stops: Sequence[int] | None = None) -> str:
+    """Text of `ids`, stopping at the first stop id (default EOS) and skipping PAD/BOS."""
     ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-    if tok.eos_token_id in ids:
-        ids = ids[:ids.index(tok.eos_token_id)]
-    skip = (tok.pad_token_id, tok.bos_token_id)
-    return "".join(tok.convert_ids_to_tokens([int(i) for i in ids if i not in skip]))
+    return decode_batch(tok, [[int(i) for i in ids]], stops)[0]

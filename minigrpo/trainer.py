@@ -13,7 +13,6 @@ import copy
 import os
 import signal
 import threading
-import time
 
 import torch
 from tqdm.auto import tqdm
@@ -25,27 +24,30 @@ from .data import prompt_batch
 from .evaluate import evaluate
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
 from .loss import loss_mask
-from .model import completion_logprobs
-from .optim import grpo_lr, make_optimizer, set_lr, update_policy
+from .model import precision, sync_clock
+from .optim import grpo_lr, logprobs_in_chunks, make_optimizer, set_lr, update_policy
 from .ppo import Critic, ppo_step
 from .reward import parse_reward
 from .sampler import dynamic_rollout, rollout
 
 def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, generator: torch.Generator,
-              more=None, trace: bool = False) -> dict:
+              more=None, trace: bool = False, scaler=None) -> dict:
     """One GRPO step on B prompt records (REINFORCE or RLOO with cfg.algo); returns the step's log row.
 
     With cfg.dynamic_sampling, `more(round)` gives the extra batches of prompts of rounds 1, 2, ...
     With `trace`, the row holds under "tokens" every token of cfg.trace_groups groups: its text,
     entropy, advantage and ratio at each update (written to tokens.jsonl by the loop).
     """
-    t0 = time.perf_counter()
+    device = next(policy.parameters()).device
+    clock = lambda: sync_clock(device)
+    t0 = clock()
     # ---- 1-2. sample a group of G completions per prompt with the old policy; score them ----
-    if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
-        sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator)
-        everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
-    else:
-        everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
+    with precision(device, cfg.dtype):
+        if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
+            sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator)
+            everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
+        else:
+            everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
     if cfg.algo == "grpo":
@@ -55,15 +57,15 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     # ---- 4. mu updates of the clipped objective (and beta * KL to the reference) ----
     ref_logp = None
     if ref_model is not None:
-        with torch.no_grad():
-            ref_logp = completion_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.completion_ids,
-                                           s.completion_mask, cfg.temperature)                     # (N, T)
+        all_rows = torch.arange(len(s.completion_ids), device=device)
+        ref_logp = logprobs_in_chunks(ref_model, s, all_rows, cfg)                                 # (N, T)
     mask = loss_mask(s.completion_mask, s.truncated, cfg.mask_truncated)                          # (N, T)
     rows = traced_rows(ro.rewards, cfg) if trace else None                                        # (R,)
-    upd = update_policy(policy, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows)
+    upd = update_policy(policy, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows,
+                        scaler=scaler)
     # ---- 5. one row of fixed keys ----
     row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
-                                                        "learn_s": time.perf_counter() - t0 - everything.sample_s}
+                                                        "learn_s": clock() - t0 - everything.sample_s}
     row |= lengths_by_correctness(everything)
     if cfg.dynamic_sampling:
         row |= sampled
@@ -112,6 +114,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
     reward_fn = parse_reward(cfg.reward)
     opt = make_optimizer(policy.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 else None
     critic = Critic(policy, cfg) if cfg.algo == "ppo" else None
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -144,7 +147,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                 if critic is None:
                     more = lambda r, step=step: prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, r)
                     trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-                    row = grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace)
+                    row = grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler)
                 else:
                     row = ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
                 row = {"step": step + 1, **row}
@@ -152,8 +155,9 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                     traces.append({"step": step + 1, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
                                    "groups": cfg.group_size, "completions": row.pop("tokens")})
                 if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
-                    ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
-                                  batch_size=cfg.eval_batch_size)
+                    with precision(device, cfg.dtype):
+                        ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
+                                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
                     row["eval_accuracy"] = ev["accuracy"]
                     if "style_shares" in ev:  # equations: which section-6 style the correct answers use
                         row["eval_complete_share"] = ev["complete_share"]
