@@ -155,8 +155,13 @@ def _run(args) -> int:
         _, _, before = run_sft(cfg, init=args.init)
         print(json.dumps({"sft": before, "checkpoint": f"{cfg.out_dir}/sft"}, indent=2))
         return 0
-    results = run_train(cfg, init=args.init, resume=args.resume, progress=not args.no_progress)
-    print(format_table(results))
+    from .distributed import stop
+    try:
+        results = run_train(cfg, init=args.init, resume=args.resume, progress=not args.no_progress)
+    finally:
+        stop()
+    if results:   # under torchrun, rank 0 reports
+        print(format_table(results))
     return 0
 
 

@@ -41,7 +41,7 @@ class Config:
     chat_template: bool = False    # wrap each prompt in the tokenizer's chat template, with the generation prompt
     # --- memory and speed (GPU) ---
     micro_batch_size: int = 0      # rows per forward and backward (0 = all at once); gradients add up to the batch's
-    dtype: str = "float32"         # float32 | bfloat16 | float16: autocast for the forwards; weights and Adam stay float32
+    dtype: str = "float32"         # float32 | bfloat16 | float16 (CUDA): autocast for the forwards; weights, Adam: float32
     torch_compile: bool = False    # torch.compile the training forward (pays on long GPU runs; slow to start)
     # --- model (a Llama-style decoder built from a transformers config, no download) ---
     hidden_size: int = 128         # width of the residual stream

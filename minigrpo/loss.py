@@ -93,13 +93,16 @@ def loss_mask(completion_mask: torch.Tensor, truncated: torch.Tensor, mask_trunc
     return mask
 
 
-def batch_share(mask: torch.Tensor, rows: torch.Tensor, loss_type: str) -> torch.Tensor:
+def batch_share(mask: torch.Tensor, rows: torch.Tensor, loss_type: str, total_rows: float | None = None,
+                total_tokens: float | None = None) -> torch.Tensor:
     """The weight of `rows` in the loss of the whole batch: their share of its rows for the per-sequence
     aggregations, of its loss-carrying tokens for the token means. A chunk's loss (aggregated over the chunk)
-    times this weight, summed over chunks, is the batch's loss. mask (N, T), rows (k,); returns ()."""
+    times this weight, summed over chunks, is the batch's loss. mask (N, T), rows (k,); returns ().
+    `total_rows` / `total_tokens` give the batch's size when it is larger than `mask` (several processes)."""
     if loss_type in TOKEN_MEAN:
-        return mask[rows].sum() / mask.sum().clamp(min=1)
-    return torch.tensor(len(rows) / len(mask), device=mask.device)
+        tokens = mask.sum().clamp(min=1) if total_tokens is None else max(total_tokens, 1.0)
+        return mask[rows].sum() / tokens
+    return torch.tensor(len(rows) / (len(mask) if total_rows is None else total_rows), device=mask.device)
 
 
 def kept_rows(adv: torch.Tensor, mask: torch.Tensor, loss_type: str, skip: bool) -> tuple[torch.Tensor, float]:

@@ -86,6 +86,13 @@ def _row_blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return x.split(max(1, BLOCK // per_row))
 
 
+def base_model(model):
+    """The model itself, out of a torch.compile wrapper and a DDP wrapper (either, both or none)."""
+    model = getattr(model, "_orig_mod", model)
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)
+
+
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log softmax(logits / temperature)[index] along the last axis, without a (..., V) log-softmax tensor.
 
@@ -115,6 +122,99 @@ def entropy_of(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         return torch.cat(out)
 
 
+# causal LMs whose logits are exactly lm_head(last hidden state): no soft-capping, no logit scale
+PLAIN_HEAD = ("llama", "qwen2", "qwen3", "mistral", "phi3", "olmo2")
+
+
+def plain_head(model) -> bool:
+    """Whether `model` (a transformers causal LM) computes its logits as lm_head(hidden) and nothing more."""
+    config = getattr(model, "config", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return (getattr(config, "model_type", None) in PLAIN_HEAD and isinstance(head, torch.nn.Linear)
+            and not getattr(config, "final_logit_softcapping", None) and hasattr(model, "base_model"))
+
+
+class LinearLogprob(torch.autograd.Function):
+    """log softmax(h W^T + b)[index] for rows of hidden states h, block by block: the (M, V) logits are never held
+    whole, in the forward or the backward (which recomputes each block's logits). Memory O(M d + block V).
+
+    d logp / d logits = onehot(index) - softmax(logits), so each block's gradient is made and used at once.
+    Liger-Kernel's fused linear cross-entropy does the same for SFT; this is its log-prob form.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, index, temperature: float, dtype: torch.dtype):
+        rows = max(1, BLOCK // weight.shape[0])
+        lse, picked = [], []
+        for h, i in zip(hidden.split(rows), index.split(rows)):
+            logits = _block_logits(h, weight, bias, dtype, temperature)           # (n, V) float32
+            lse.append(torch.logsumexp(logits, dim=-1))                           # (n,)
+            picked.append(logits.gather(-1, i.unsqueeze(-1)).squeeze(-1))         # (n,)
+        lse, picked = torch.cat(lse), torch.cat(picked)
+        ctx.save_for_backward(hidden, weight, bias, index, lse)
+        ctx.temperature, ctx.dtype, ctx.rows = temperature, dtype, rows
+        return picked - lse                                                        # (M,)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, bias, index, lse = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        wide = torch.float64 if ctx.dtype == torch.float64 else torch.float32
+        grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device)
+        grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) if bias is not None else None
+        start = 0
+        for h, i, l, g in zip(hidden.split(ctx.rows), index.split(ctx.rows), lse.split(ctx.rows), grad.split(ctx.rows)):
+            logits = _block_logits(h, weight, bias, ctx.dtype, ctx.temperature)    # (n, V) recomputed
+            d_logits = -torch.exp(logits - l.unsqueeze(-1)) * g.unsqueeze(-1)     # (n, V) -softmax * grad
+            d_logits.scatter_add_(-1, i.unsqueeze(-1), g.unsqueeze(-1))           # + onehot * grad
+            d_logits = d_logits / ctx.temperature
+            grad_hidden[start:start + len(h)] = (d_logits.to(ctx.dtype) @ weight.to(ctx.dtype)).to(hidden.dtype)
+            grad_weight += (d_logits.to(ctx.dtype).T @ h.to(ctx.dtype)).to(wide)
+            if grad_bias is not None:
+                grad_bias += d_logits.sum(0)
+            start += len(h)
+        return (grad_hidden, grad_weight.to(weight.dtype), None if bias is None else grad_bias.to(bias.dtype),
+                None, None, None)
+
+
+def _block_logits(h, weight, bias, dtype, temperature):
+    """(n, V) float32 (float64 for float64) logits of one block of hidden states, the matmul in `dtype`
+    (autocast's, or float32)."""
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    logits = (h.to(dtype) @ weight.to(dtype).T).to(wide)
+    if bias is not None:
+        logits = logits + bias.to(wide)
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, temperature: float) -> torch.Tensor:
+    """log pi(c_t | prefix) (N, T) of a plain-head causal LM `lm`: its decoder, then LinearLogprob at the
+    completion's positions."""
+    T = completion_ids.shape[1]
+    out = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        use_cache=False)
+    hidden = out.last_hidden_state[:, -(T + 1):-1, :]                             # (N, T, d) predicts c_t
+    head = lm.get_output_embeddings()
+    device = hidden.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
+    with torch.autocast(device_type=device.type, enabled=False):
+        logp = LinearLogprob.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
+                                   completion_ids.reshape(-1), temperature, dtype)  # (N*T,)
+    return logp.view(completion_ids.shape)
+
+
+class LogprobHead(torch.nn.Module):
+    """A plain-head causal LM whose forward is the training forward pass (head_logprobs), so that DDP, which
+    all-reduces only what goes through its own forward, can wrap it."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, position_ids, completion_ids, temperature: float = 1.0):
+        return head_logprobs(self.lm, input_ids, attention_mask, position_ids, completion_ids, temperature)
+
+
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """Log-probs of the completion tokens under `model` (the training forward pass).
@@ -131,9 +231,15 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     T = completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)        # (N, P+T)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)            # (N, P+T)
-    owner = type(getattr(model, "module", model))                       # under DDP, the wrapped model's class
-    keep = {"logits_to_keep": T + 1} if _keeps_logits(owner) else {}    # the LM head at the last T+1 positions only
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False, **keep)
+    inner = base_model(model)
+    if not with_entropy and isinstance(inner, LogprobHead):             # through its DDP / compile wrapper
+        return model(input_ids, attn, positions(attn), completion_ids, temperature) * completion_mask
+    if not with_entropy and model is inner and plain_head(inner):       # no (N, T, V) logits at all
+        return head_logprobs(inner, input_ids, attn, positions(attn), completion_ids, temperature) * completion_mask
+    lm = inner.lm if isinstance(inner, LogprobHead) else None            # with_entropy: the LM itself (lessons)
+    keep = {"logits_to_keep": T + 1} if _keeps_logits(type(lm or inner)) else {}   # the LM head at the last T+1
+    out = (lm or model)(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False,
+                        **keep)
     logits = out.logits[:, -(T + 1):-1, :]                              # (N, T, V) position P-1+t predicts c_t
     logp = selective_log_softmax(logits, completion_ids, temperature) * completion_mask   # (N, T)
     if not with_entropy:

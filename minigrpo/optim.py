@@ -9,11 +9,13 @@ the batch (loss.batch_share), so the accumulated gradient is the one-batch gradi
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
+from .distributed import Ranks, total
 from .loss import batch_share, grpo_loss, importance_ratio, kept_rows
 from .model import completion_logprobs, precision
 
@@ -83,7 +85,7 @@ class Update:
 
 def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, cfg,
                   ref_logp: torch.Tensor | None = None, skip_zero_adv: bool = True,
-                  trace: torch.Tensor | None = None, scaler=None) -> Update:
+                  trace: torch.Tensor | None = None, scaler=None, ranks: Ranks | None = None) -> Update:
     """mu = cfg.num_iterations AdamW steps of the clipped objective on one sampled batch (`samples`, N rows).
 
     Rows whose advantages are all 0 are left out (when skip_zero_adv and beta = 0), and each chunk's loss
@@ -93,11 +95,21 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     names rows whose per-token ratios to record. Forwards run in cfg.dtype (autocast); a GradScaler
     `scaler` scales float16 losses. Each update reads its statistics from the device once; a non-finite
     loss raises FloatingPointError before the weights change.
+
+    With several `ranks` (torchrun), `policy` is DDP-wrapped and `samples` are this rank's rows: shares are
+    taken of the global batch and multiplied by the number of ranks (DDP averages the gradients), only the
+    last chunk's backward all-reduces, and a rank left with no row runs one at weight 0 so that it joins.
     """
     s = samples
     device = mask.device
+    r = ranks or Ranks()
     idx, _ = kept_rows(adv, mask, cfg.loss_type, skip=skip_zero_adv and cfg.beta == 0)   # (K,)
-    chunks = micro_batches(idx, cfg.micro_batch_size)                           # (k,) each
+    sizes = torch.stack([torch.tensor(float(len(mask)), device=device), mask.sum().float(),
+                         torch.tensor(float(len(idx)), device=device)])
+    total_rows, total_tokens, total_kept = total(sizes, r).tolist() if r.active else (None, None, len(idx))
+    weight = 1.0 if len(idx) else 0.0                                           # a rank with no row: weight 0
+    chunks = micro_batches(idx if len(idx) else torch.zeros(1, dtype=torch.long, device=device),
+                           cfg.micro_batch_size)                                # (k,) each
     args = lambda rows: (s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows], s.completion_mask[rows])
     loss, grad_norm = 0.0, 0.0
     stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
@@ -108,11 +120,13 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
         diff = ((recomputed - s.logps[idx]).abs() * mask[idx]).max().item()
         old = s.logps.clone()
         old[idx] = recomputed
-    for it in range(cfg.num_iterations if len(idx) else 0):
+    for it in range(cfg.num_iterations if total_kept else 0):
         opt.zero_grad(set_to_none=True)
         parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=device)
-        for rows in chunks:
-            with precision(device, cfg.dtype):
+        for c, rows in enumerate(chunks):
+            last = c == len(chunks) - 1
+            quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
+            with quiet(), precision(device, cfg.dtype):   # DDP all-reduces in the last chunk's backward only
                 logp = completion_logprobs(policy, *args(rows), cfg.temperature)   # (k, T)
             logp = logp.float()
             old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
@@ -122,16 +136,21 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
                 loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
                 importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
                 use_bias_correction_kl=cfg.use_bias_correction_kl, sync=False)
-            part = part * batch_share(mask, rows, cfg.loss_type)               # its share of the batch's loss
-            (scaler.scale(part) if scaler is not None else part).backward()
+            share = batch_share(mask, rows, cfg.loss_type, total_rows, total_tokens)   # its share of the batch's loss
+            part = part * share * weight
+            part_stats["tokens"] = part_stats["tokens"] * weight                 # a weight-0 row is not counted
+            with quiet():
+                (scaler.scale(part * r.world) if scaler is not None else part * r.world).backward()
             parts.append((part.detach(), part_stats))
             if trace is not None:
                 _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
         if scaler is not None:
             scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        total, combined = _combine(parts)
-        values = torch.stack([total, norm.to(total), *combined.values()]).tolist()   # the update's one host sync
+        batch_loss, combined = _combine(parts)
+        if r.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
+            batch_loss = total(batch_loss, r)
+        values = torch.stack([batch_loss, norm.to(batch_loss), *combined.values()]).tolist()   # one host sync
         loss, grad_norm, stats = values[0], values[1], dict(zip(combined, values[2:]))
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite GRPO loss ({loss}) at update {it + 1}; "
@@ -146,7 +165,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     policy.eval()
     if trace is not None and not ratios:   # no row was trained: every ratio stayed 1
         ratios = [torch.ones(len(trace), mask.shape[1], device=mask.device)] * cfg.num_iterations
-    kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item()
+    kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item() if len(idx) else 0.0
     return Update(loss=loss, grad_norm=grad_norm, stats=stats, kept_frac=kept_frac,
                   logp_diff_max=diff, ratios=ratios if trace is not None else None)
 

@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_model, save_checkpoint
 from .data import load_split, read_records
+from .distributed import device_of, ranks, start as start_ranks
 from .evaluate import evaluate
 from .files import atomic_write
 from .model import build_model, num_parameters, pick_device
@@ -98,9 +99,14 @@ def load_pretrained(path: str, device: torch.device):
 
 
 def run_sft(cfg, *, init: str | None = None, progress: bool = True):
-    """Steps 1-4: returns (model, tok, sft_eval) with the SFT start saved to out_dir/sft."""
+    """Steps 1-4: returns (model, tok, sft_eval) with the SFT start saved to out_dir/sft.
+
+    Under torchrun every rank runs the same SFT (the same seed, the same weights); rank 0 alone saves
+    and evaluates it (the other ranks return {} for sft_eval).
+    """
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    device = pick_device(device_of(cfg.device))
+    r = start_ranks(cfg, device)
     if init:
         model, tok = load_model(init, device)
         tok = prepare_tokenizer(tok)
@@ -116,17 +122,23 @@ def run_sft(cfg, *, init: str | None = None, progress: bool = True):
     test = split(cfg, "test", tok)
     model = prepare_model(model, device)
     if cfg.sft_steps:
-        train_sft(model, tok, sft_records, cfg, device=device, progress=progress)
+        train_sft(model, tok, sft_records, cfg, device=device, progress=progress and r.main)
+    if not r.main:
+        torch.distributed.barrier()                  # wait for rank 0's SFT checkpoint (GRPO's pi_ref may read it)
+        return model, tok, {}
     save_checkpoint(os.path.join(cfg.out_dir, "sft"), model, tok, cfg=cfg, step=0)
     before = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device,
                       batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
+    if r.active:
+        torch.distributed.barrier()
     return model, tok, before
 
 
 def run_train(cfg, *, init: str | None = None, resume: str | None = None, progress: bool = True) -> dict:
     """The whole job (steps 1-6); returns and writes out_dir/results.json."""
     t_start = time.perf_counter()
-    device = pick_device(cfg.device)
+    device = pick_device(device_of(cfg.device))
+    r = start_ranks(cfg, device)
     results_path = os.path.join(cfg.out_dir, "results.json")
     if resume:  # continue a GRPO run: the SFT start's accuracy was recorded by the first run
         model, tok = load_model(resume, device)
@@ -138,17 +150,20 @@ def run_train(cfg, *, init: str | None = None, resume: str | None = None, progre
     else:
         model, tok, before = run_sft(cfg, init=init, progress=progress)
         t_sft = time.perf_counter() - t_start
-        atomic_write(results_path, lambda f: json.dump({"sft": before, "seconds_sft": t_sft}, f, indent=2))
+        if r.main:
+            atomic_write(results_path, lambda f: json.dump({"sft": before, "seconds_sft": t_sft}, f, indent=2))
     t_grpo = time.perf_counter()
     test = split(cfg, "test", tok)
     rows = train_grpo(model, tok, cfg, split(cfg, "train", tok), test, resume=resume, progress=progress,
                       start=None if resume else os.path.join(cfg.out_dir, "sft"))
+    if not r.main:
+        return {}
     after = evaluate(model, tok, test, max_new_tokens=cfg.max_new_tokens, device=device,
                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
     results = {
         "task": cfg.task, "preset": cfg.preset, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(), "parameters": num_parameters(model),
+        "torch_threads": torch.get_num_threads(), "parameters": num_parameters(model), "processes": r.world,
         "sft": before, "grpo": after,
         "seconds_sft": t_sft, "seconds_grpo": time.perf_counter() - t_grpo,
         "seconds_total": t_sft + time.perf_counter() - t_grpo,

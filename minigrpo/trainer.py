@@ -21,23 +21,27 @@ from .advantage import baseline_advantages, group_advantages
 from .checkpoint import CheckpointError, reference_record, restore, save_checkpoint
 from .config import save_config
 from .data import prompt_batch
+from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
 from .evaluate import evaluate
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
 from .loss import loss_mask
-from .model import precision, sync_clock
+from .model import LogprobHead, plain_head, precision, sync_clock
 from .optim import grpo_lr, logprobs_in_chunks, make_optimizer, set_lr, update_policy
 from .ppo import Critic, ppo_step
 from .reward import parse_reward
 from .sampler import dynamic_rollout, rollout
 
 def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, generator: torch.Generator,
-              more=None, trace: bool = False, scaler=None) -> dict:
+              more=None, trace: bool = False, scaler=None, ranks: Ranks | None = None) -> dict:
     """One GRPO step on B prompt records (REINFORCE or RLOO with cfg.algo); returns the step's log row.
 
     With cfg.dynamic_sampling, `more(round)` gives the extra batches of prompts of rounds 1, 2, ...
     With `trace`, the row holds under "tokens" every token of cfg.trace_groups groups: its text,
     entropy, advantage and ratio at each update (written to tokens.jsonl by the loop).
+    Under torchrun (`ranks`), `policy` is DDP-wrapped and `records` are this rank's share (distributed.py).
     """
+    r = ranks or Ranks()
+    trainee, policy = policy, unwrap(policy)   # the update goes through DDP; sampling uses the model itself
     device = next(policy.parameters()).device
     clock = lambda: sync_clock(device)
     t0 = clock()
@@ -50,10 +54,14 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
             everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
+    rewards = gather_rows(ro.rewards, r)               # every rank's: batch-wide statistics see the global batch
     if cfg.algo == "grpo":
-        adv = group_advantages(ro.rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)  # (N,)
+        adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)  # (N,)
     else:
-        adv = baseline_advantages(ro.rewards, cfg.group_size, cfg.algo)                            # (N,)
+        adv = baseline_advantages(rewards, cfg.group_size, cfg.algo)                                # (N,)
+    if r.active:                                       # this rank's rows of the global batch
+        before = sum(gather_objects(len(ro.rewards), r)[:r.rank])
+        adv = adv[before:before + len(ro.rewards)]
     # ---- 4. mu updates of the clipped objective (and beta * KL to the reference) ----
     ref_logp = None
     if ref_model is not None:
@@ -61,8 +69,8 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
         ref_logp = logprobs_in_chunks(ref_model, s, all_rows, cfg)                                 # (N, T)
     mask = loss_mask(s.completion_mask, s.truncated, cfg.mask_truncated)                          # (N, T)
     rows = traced_rows(ro.rewards, cfg) if trace else None                                        # (R,)
-    upd = update_policy(policy, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows,
-                        scaler=scaler)
+    upd = update_policy(trainee, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows,
+                        scaler=scaler, ranks=r)
     # ---- 5. one row of fixed keys ----
     row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
                                                         "learn_s": clock() - t0 - everything.sample_s}
@@ -111,50 +119,72 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     A non-finite loss or an unwritable checkpoint stops the run naming the checkpoint that is kept.
     """
     device = next(policy.parameters()).device
+    r = start_ranks(cfg, device)                     # torchrun: this process's rank (distributed.py)
+    if r.active and cfg.algo == "ppo":
+        raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
     reward_fn = parse_reward(cfg.reward)
-    opt = make_optimizer(policy.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 else None
+    # the training forward: the model itself, or (DDP, compile) a module whose forward is it (model.LogprobHead)
+    trainee = LogprobHead(policy) if plain_head(policy) and (r.active or cfg.torch_compile) else policy
+    trainee = wrap(trainee, device, r)               # DDP with several ranks
+    if cfg.torch_compile:                            # the training forward only: sampling's shapes change every step
+        trainee = torch.compile(trainee, dynamic=True)
+    opt = make_optimizer(trainee.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
     critic = Critic(policy, cfg) if cfg.algo == "ppo" else None
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * r.rank)   # each rank its own samples
     state = restore(resume, opt, generator, critic) if resume else {}
+    if r.active and "generators" in state.get("extra", {}):
+        generator.set_state(state["extra"]["generators"][r.rank].to(generator.get_state().device))
     first = state.get("step", 0)
     reference, ref_models = reference_record(ref_model, start, resume, state) if ref_model is not None else ({}, {})
-    save_config(cfg, os.path.join(cfg.out_dir, "run_config.json"))
-    # a resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)
-    log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
-                        rows=state["extra"].get("metrics") if resume else None)
+    log = traces = None
+    if r.main:   # rank 0 alone writes
+        save_config(cfg, os.path.join(cfg.out_dir, "run_config.json"))
+        # a resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)
+        log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
+                            rows=state["extra"].get("metrics") if resume else None)
+        traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
-    traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
         nonlocal saved
-        extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
-                 **({"critic": critic.state()} if critic is not None else {})}
-        save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
+        generators = gather_objects(generator.get_state(), r)          # every rank takes part
+        if r.main:
+            extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
+                     **({"generators": generators} if r.active else {}),
+                     **({"critic": critic.state()} if critic is not None else {})}
+            save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
         saved = step
 
-    log.bar = bar = tqdm(range(first, cfg.steps), desc=cfg.algo.upper(), disable=not progress, initial=first,
-                         total=cfg.steps, mininterval=0.5)
+    bar = tqdm(range(first, cfg.steps), desc=cfg.algo.upper(), disable=not progress or not r.main, initial=first,
+               total=cfg.steps, mininterval=0.5)
+    if log is not None:
+        log.bar = bar
     step = first
     try:
         with StopAfterStep() as stop:
             for step in bar:
                 set_lr(opt, grpo_lr(step, cfg))
-                batch = prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed)
+                batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), r)
                 if critic is None:
-                    more = lambda r, step=step: prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, r)
+                    more = lambda k, step=step: shard(prompt_batch(train_records, step, cfg.prompts_per_step,
+                                                                   cfg.seed, k), r)
                     trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-                    row = grpo_step(policy, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler)
+                    row = grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler,
+                                    ranks=r)
                 else:
                     row = ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
                 row = {"step": step + 1, **row}
-                if "tokens" in row:   # the clip scrubber's data (lesson 9): one line per traced step
+                tokens = row.pop("tokens", None)
+                if r.active:   # one row for the global batch (distributed.merge_rows)
+                    row = merge_rows(gather_objects(row, r))
+                if r.main and tokens is not None:   # the clip scrubber's data (lesson 9): one line per traced step
                     traces.append({"step": step + 1, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
-                                   "groups": cfg.group_size, "completions": row.pop("tokens")})
-                if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps:
+                                   "groups": cfg.group_size, "completions": tokens})
+                if r.main and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
                     with precision(device, cfg.dtype):
                         ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
                                       batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
@@ -162,7 +192,8 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                     if "style_shares" in ev:  # equations: which section-6 style the correct answers use
                         row["eval_complete_share"] = ev["complete_share"]
                         row["eval_style_shares"] = ev["style_shares"]
-                log.log(row)
+                if r.main:
+                    log.log(row)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
                 if stop.requested:  # Ctrl-C during this step: it is finished and saved
@@ -180,4 +211,4 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     if stop.requested:
         print(f"interrupted: checkpoint of step {step + 1} saved to {ckpt} (resume with --resume {ckpt})")
         raise KeyboardInterrupt(f"stopped after step {step + 1}")
-    return log.rows
+    return log.rows if log is not None else []
