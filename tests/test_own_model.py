@@ -14,7 +14,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from minigrpo.__main__ import main
 from minigrpo.config import make_config
 from minigrpo.optim import update_policy
 from minigrpo.pipeline import check_model
@@ -25,6 +24,7 @@ from minigrpo.tasks import canonical_number, is_correct, parse_answer
 from minigrpo.tokenizer import decode, decode_batch, encode, stop_ids
 
 from local_models import bpe_tokenizer, jsonl, model_folder, qwen2, sums
+from test_errors import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -199,15 +199,6 @@ def test_16_bit_forwards_keep_float32_weights(bpe, qwen, dtype):
 
 # ------------------------------------------------------------------ the command line, end to end
 
-def run_cli(argv, capsys):
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    err = capsys.readouterr().err
-    return rc, [line for line in err.splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("own")
@@ -228,7 +219,7 @@ def own(files, out, *extra):
 
 def test_a_few_grpo_steps_on_your_own_model_and_data(files, tmp_path, capsys):
     out = tmp_path / "run"
-    rc, lines = run_cli(own(files, out), capsys)
+    rc, lines, _ = run_cli(own(files, out), capsys)
     assert rc == 0, lines
     rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
     assert [r["step"] for r in rows] == [1, 2] and all("eval_accuracy" in r for r in rows)
@@ -240,7 +231,7 @@ def test_a_few_grpo_steps_on_your_own_model_and_data(files, tmp_path, capsys):
     assert tok.get_vocab() == original.get_vocab() and tok.chat_template == original.chat_template
     assert encode(tok, "What is 1 + 2?", chat=True) == encode(original, "What is 1 + 2?", chat=True)
     # and the run resumes from it
-    rc, lines = run_cli(["train", "--resume", str(out / "checkpoint"), "--steps", "3", "--no-progress"], capsys)
+    rc, lines, _ = run_cli(["train", "--resume", str(out / "checkpoint"), "--steps", "3", "--no-progress"], capsys)
     assert rc == 0, lines
     assert [json.loads(line)["step"] for line in open(out / "metrics.jsonl", encoding="utf-8")] == [1, 2, 3]
 
@@ -250,33 +241,33 @@ def test_a_few_grpo_steps_on_your_own_model_and_data(files, tmp_path, capsys):
 def test_a_model_folder_without_a_tokenizer(files, tmp_path, capsys):
     bare = tmp_path / "bare"
     qwen2(bpe_tokenizer()).save_pretrained(bare)
-    rc, lines = run_cli(own(files, tmp_path / "r", "--model", str(bare)), capsys)
+    rc, lines, _ = run_cli(own(files, tmp_path / "r", "--model", str(bare)), capsys)
     assert rc == 2 and len(lines) == 1 and f"model folder {bare} has no tokenizer" in lines[0]
     assert "save_pretrained" in lines[0]
 
 
 def test_a_tokenizer_without_eos(files, tmp_path, capsys):
     folder = model_folder(tmp_path / "noeos", tok=bpe_tokenizer(eos=False), model=qwen2(bpe_tokenizer()))
-    rc, lines = run_cli(own(files, tmp_path / "r", "--model", folder), capsys)
+    rc, lines, _ = run_cli(own(files, tmp_path / "r", "--model", folder), capsys)
     assert rc == 2 and len(lines) == 1 and "has no EOS token" in lines[0]
     assert not os.path.exists(tmp_path / "r" / "sft")                       # before any training
 
 
 def test_chat_template_without_a_template(files, tmp_path, capsys):
     folder = model_folder(tmp_path / "nochat", tok=bpe_tokenizer(chat_template=False))
-    rc, lines = run_cli(own(files, tmp_path / "r", "--model", folder), capsys)
+    rc, lines, _ = run_cli(own(files, tmp_path / "r", "--model", folder), capsys)
     assert rc == 2 and len(lines) == 1 and "has no chat template" in lines[0] and "--chat_template false" in lines[0]
 
 
 def test_a_jsonl_line_without_answer(files, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "What is 1 + 2?", "answer": "3"}\n{"prompt": "What is 2 + 2?"}\n', encoding="utf-8")
-    rc, lines = run_cli(own(files, tmp_path / "r", "--train_file", str(bad)), capsys)
+    rc, lines, _ = run_cli(own(files, tmp_path / "r", "--train_file", str(bad)), capsys)
     assert rc == 2 and len(lines) == 1 and f"{bad}, line 2" in lines[0] and "answer" in lines[0]
 
 
 def test_a_micro_batch_size_that_does_not_divide_the_rows(files, tmp_path, capsys):
-    rc, lines = run_cli(own(files, tmp_path / "r", "--micro_batch_size", "3"), capsys)
+    rc, lines, _ = run_cli(own(files, tmp_path / "r", "--micro_batch_size", "3"), capsys)
     assert rc == 2 and len(lines) == 1
     assert "micro_batch_size=3 does not divide the 4 rows of a step" in lines[0]
 
