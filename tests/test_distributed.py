@@ -6,6 +6,7 @@ token-level aggregations, with micro-batches, mu = 2 and a KL term, and when one
 Then the command line end to end under torchrun, with a resume.
 """
 import copy
+import gc
 import json
 import os
 import shutil
@@ -74,6 +75,10 @@ def worker(rank, setting, rendezvous, out):
     upd, weights = update(ddp, cfg, rows_of(s, rows), adv[rows], ref[rows], Ranks(rank, 2))
     if rank == 0:
         torch.save({"weights": weights, "loss": upd.loss, "grad_norm": upd.grad_norm}, out)
+    # DDP's reducer goes first, while the process group lives (as train_grpo's does): freed after the group,
+    # the group's destructor joins a gloo thread that waits for the GIL it holds (a hang, 1 run in ~5)
+    del ddp
+    gc.collect()
     dist.destroy_process_group()
 
 
