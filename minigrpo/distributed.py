@@ -86,13 +86,14 @@ def shard(records: list[dict], r: Ranks) -> list[dict]:
     return records[r.rank * n:(r.rank + 1) * n]
 
 
-def gather_rows(x: torch.Tensor, r: Ranks) -> torch.Tensor:
-    """The ranks' (n_r, ...) tensors concatenated in rank order, on every rank (sizes may differ)."""
+def gather_rows(x: torch.Tensor, r: Ranks) -> tuple[torch.Tensor, int]:
+    """The ranks' (n_r, ...) tensors concatenated in rank order, on every rank (sizes may differ), and the
+    row at which this rank's own begin."""
     if not r.active:
-        return x
+        return x, 0
     parts = [None] * r.world
     dist.all_gather_object(parts, x.detach().cpu())
-    return torch.cat(parts).to(x.device)
+    return torch.cat(parts).to(x.device), sum(len(p) for p in parts[:r.rank])
 
 
 def total(x: torch.Tensor, r: Ranks) -> torch.Tensor:

@@ -105,19 +105,16 @@ def batch_share(mask: torch.Tensor, rows: torch.Tensor, loss_type: str, total_ro
     return torch.tensor(len(rows) / (len(mask) if total_rows is None else total_rows), device=mask.device)
 
 
-def kept_rows(adv: torch.Tensor, mask: torch.Tensor, loss_type: str, skip: bool) -> tuple[torch.Tensor, float]:
-    """The K rows that enter the backward pass, and the factor that makes their loss the batch's.
+def kept_rows(adv: torch.Tensor, skip: bool) -> torch.Tensor:
+    """The K rows (K,) that enter the backward pass; `batch_share` weighs their loss as the batch's.
 
     A row whose advantages are all exactly 0 adds exactly 0 to the clipped term, so (without a KL term,
     which the caller rules out by passing skip=False) it can be left out of the forward and backward
-    pass. adv is (N,) or (N, T), mask (N, T). Returns idx (K,) and rescale.
+    pass. adv is (N,) or (N, T).
     """
     nonzero = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)            # (N,)
     keep = nonzero if skip else torch.ones_like(nonzero)
-    idx = keep.nonzero().squeeze(-1)                                            # (K,)
-    if loss_type in TOKEN_MEAN:
-        return idx, (mask[idx].sum() / mask.sum().clamp(min=1)).item()
-    return idx, len(idx) / len(adv)
+    return keep.nonzero().squeeze(-1)                                           # (K,)
 
 
 def importance_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor,

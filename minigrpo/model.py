@@ -107,8 +107,9 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature
         scaled = logits if temperature == 1.0 else logits / temperature                 # (N, T, V)
         picked = scaled.gather(-1, index.unsqueeze(-1)).squeeze(-1)                      # (N, T)
         return picked - torch.cat([torch.logsumexp(b, dim=-1) for b in _row_blocks(scaled)])   # (N, T)
+    blocks = _row_blocks(logits)
     out = [F.log_softmax(b.float() / temperature, dim=-1).gather(-1, i.unsqueeze(-1)).squeeze(-1)
-           for b, i in zip(_row_blocks(logits), index.split(len(_row_blocks(logits)[0])))]
+           for b, i in zip(blocks, index.split(len(blocks[0])))]
     return torch.cat(out)                                                                # (N, T)
 
 

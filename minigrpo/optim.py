@@ -45,11 +45,28 @@ def sft_lr(step: int, cfg) -> float:
     return cfg.sft_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done)))
 
 
+def clip_gradients(model, opt, grad_clip: float, scaler=None) -> torch.Tensor:
+    """Clip the accumulated gradient's global norm to grad_clip (0 = off), after undoing a GradScaler's
+    scale; returns the norm before clipping (a tensor: no host sync)."""
+    if scaler is not None:
+        scaler.unscale_(opt)
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+
+
+def apply_step(opt, scaler=None) -> None:
+    """The optimizer's step (through the GradScaler, which skips it on inf/NaN gradients, when there is one)."""
+    if scaler is None:
+        opt.step()
+        return
+    scaler.step(opt)
+    scaler.update()
+
+
 def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float) -> torch.Tensor:
     """Backward, clip the gradient's global norm (0 = off), step; returns the norm before clipping."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    grad_norm = clip_gradients(model, opt, grad_clip)
     opt.step()
     return grad_norm
 
@@ -103,7 +120,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     s = samples
     device = mask.device
     r = ranks or Ranks()
-    idx, _ = kept_rows(adv, mask, cfg.loss_type, skip=skip_zero_adv and cfg.beta == 0)   # (K,)
+    idx = kept_rows(adv, skip=skip_zero_adv and cfg.beta == 0)                 # (K,)
     sizes = torch.stack([torch.tensor(float(len(mask)), device=device), mask.sum().float(),
                          torch.tensor(float(len(idx)), device=device)])
     total_rows, total_tokens, total_kept = total(sizes, r).tolist() if r.active else (None, None, len(idx))
@@ -144,9 +161,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
             parts.append((part.detach(), part_stats))
             if trace is not None:
                 _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
-        if scaler is not None:
-            scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        norm = clip_gradients(policy, opt, cfg.grad_clip, scaler)
         batch_loss, combined = _combine(parts)
         if r.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
             batch_loss = total(batch_loss, r)
@@ -155,11 +170,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite GRPO loss ({loss}) at update {it + 1}; "
                                      f"try a lower lr or a smaller eps_high")
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+        apply_step(opt, scaler)
         if trace is not None:
             ratios.append(traced)
     policy.eval()

@@ -17,7 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_model, save_checkpoint
 from .data import load_split, read_records
-from .distributed import device_of, ranks, start as start_ranks
+from .distributed import device_of, start as start_ranks
 from .evaluate import evaluate
 from .files import atomic_write
 from .model import build_model, num_parameters, pick_device

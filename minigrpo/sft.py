@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .model import precision
-from .optim import make_optimizer, optimizer_step, set_lr, sft_lr
+from .optim import apply_step, clip_gradients, make_optimizer, optimizer_step, set_lr, sft_lr
 from .tasks import demonstration
 from .tokenizer import encode
 
@@ -58,14 +58,8 @@ def sft_step(model, opt, ids, mask, labels, cfg, scaler=None) -> float:
             part = sft_loss(model, ids[rows], mask[rows], labels[rows], reduction="sum") / tokens
         (scaler.scale(part) if scaler is not None else part).backward()
         total = total + part.detach()
-    if scaler is not None:
-        scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.sft_grad_clip if cfg.sft_grad_clip > 0 else float("inf"))
-    if scaler is not None:
-        scaler.step(opt)
-        scaler.update()
-    else:
-        opt.step()
+    clip_gradients(model, opt, cfg.sft_grad_clip, scaler)
+    apply_step(opt, scaler)
     return total.item()
 
 

@@ -121,8 +121,10 @@ def stop_ids(tok, model=None) -> list[int]:
     extra = getattr(generation, "eos_token_id", None)
     ids |= set(extra if isinstance(extra, (list, tuple)) else [] if extra is None else [extra])
     template = getattr(tok, "chat_template", None) or ""
-    vocab = tok.get_vocab() if template else {}
-    ids |= {vocab[t] for t in END_OF_TURN if t in template and t in vocab}
+    for t in END_OF_TURN:
+        i = tok.convert_tokens_to_ids(t) if t in template else None
+        if i is not None and i != tok.unk_token_id:   # a token the vocabulary has
+            ids.add(i)
     return sorted(i for i in ids if i is not None)
 
 

@@ -54,14 +54,13 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
             everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
-    rewards = gather_rows(ro.rewards, r)               # every rank's: batch-wide statistics see the global batch
+    rewards, first = gather_rows(ro.rewards, r)        # every rank's: batch-wide statistics see the global batch
     if cfg.algo == "grpo":
         adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)  # (N,)
     else:
         adv = baseline_advantages(rewards, cfg.group_size, cfg.algo)                                # (N,)
     if r.active:                                       # this rank's rows of the global batch
-        before = sum(gather_objects(len(ro.rewards), r)[:r.rank])
-        adv = adv[before:before + len(ro.rewards)]
+        adv = adv[first:first + len(ro.rewards)]
     # ---- 4. mu updates of the clipped objective (and beta * KL to the reference) ----
     ref_logp = None
     if ref_model is not None:
