@@ -1,23 +1,29 @@
-"""minigrpo vs TRL's GRPOTrainer: the same GRPO run, timed side by side.
+"""minigrpo vs TRL's GRPOTrainer: the same GRPO run, timed side by side, against this machine's own limit.
 
-Both start from the same checkpoint (results/cpu_arithmetic/sft, the CPU preset's SFT
-start: a transformers folder with the project's tokenizer), train on the same
-arithmetic prompts with the same G, completion length, batch, learning rate and
-schedule, beta, clip range, loss aggregation and reward (1 for the exact answer),
-each in its own process, the two alternating seed by seed. Reported per run:
+Both start from the same checkpoint (results/cpu_arithmetic/sft, the CPU preset's SFT start: a
+transformers folder with the project's tokenizer), train on the same arithmetic prompts with the same
+G, completion length, batch, learning rate and schedule, beta, clip range, loss aggregation and reward
+(1 for the exact answer), each in its own process, alternating seed by seed. Each trainer runs at its
+defaults and at the fastest CPU settings found for it (VARIANTS). Reported per run:
 
     step_s         median wall seconds per GRPO step (sampling + reward + update)
     completions/s  B*G / step_s
     tokens/s       completion tokens sampled per second (EOS included)
+    useful GFLOP/s the step's useful arithmetic (flops.step_flops) per second, and as a share of this
+                   machine's torch.mm rate at the model's shapes and the precision used (flops.machine_rate)
     peak_rss_mb    the process's peak resident memory
     accuracy       greedy held-out accuracy on data/arithmetic/test.jsonl after the run,
                    scored by the same minigrpo.evaluate for both
 
-    pip install -e ".[bench]"              # adds trl
-    python benchmarks/grpo_speed.py        # 3 seeds x 2 trainers; prints the table
-    python benchmarks/grpo_speed.py --steps 5 --seeds 1    # a smoke run
+Then (--scaling, on by default) how a step's cost grows with G (4 -> 32) and with the completion limit
+(6, arithmetic, -> 48, equations from results/cpu_equations/sft), both trainers' fast variants, plotted
+to benchmarks/scaling_cpu.png.
 
-A worker (`--worker minigrpo|trl`) runs one trainer once and prints one JSON line.
+    pip install -e ".[bench]"              # adds trl
+    python benchmarks/grpo_speed.py        # 3 seeds x 4 trainer variants, then the scaling runs
+    python benchmarks/grpo_speed.py --steps 5 --seeds 1 --no-scaling    # a smoke run
+
+A worker (`--worker minigrpo|trl --variant default|fast`) runs one trainer once and prints one JSON line.
 """
 from __future__ import annotations
 
@@ -33,24 +39,45 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from flops import Shape, machine_rate, step_flops  # noqa: E402
+
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
+STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_equations", "sft")}
+# Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
+VARIANTS = {
+    "minigrpo": {"default": {},                                    # float32, the reproducible course default
+                 "fast": {"dtype": "bfloat16", "draw": "inverse_cdf"}},
+    "trl": {"default": {},                                         # transformers' default attention (SDPA), float32
+            "fast": {"attn": "eager"}},                            # eager attention, float32
+}
+PRECISION = {("minigrpo", "fast"): "bfloat16"}                     # the rest run their matmuls in float32
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def records(split: str) -> list[dict]:
+def records(split: str, task: str = "arithmetic") -> list[dict]:
     from minigrpo.data import load_split
-    return load_split("arithmetic", split, os.path.join(ROOT, "data"))
+    return load_split(task, split, os.path.join(ROOT, "data"))
 
 
-def held_out_accuracy(model, tok) -> float:
+def held_out_accuracy(model, tok, a) -> float | None:
     import torch
     from minigrpo.evaluate import evaluate
     from minigrpo.pipeline import prepare_model
+    if not a.eval:
+        return None
     model = prepare_model(model.float(), torch.device("cpu"))
-    return evaluate(model, tok, records("test"), max_new_tokens=6)["accuracy"]
+    return evaluate(model, tok, records("test", a.task), max_new_tokens=a.max_new)["accuracy"]
+
+
+def prompt_length(tok, task: str) -> float:
+    """Mean prompt length in tokens over the training prompts (both trainers draw from them uniformly)."""
+    from minigrpo.tokenizer import encode
+    rs = records("train", task)
+    return sum(len(encode(tok, r["prompt"])) for r in rs) / len(rs)
 
 
 def run_minigrpo(a) -> dict:
@@ -60,18 +87,20 @@ def run_minigrpo(a) -> dict:
     from minigrpo.pipeline import prepare_model, seed_everything
     from minigrpo.trainer import train_grpo
     seed_everything(a.seed)
-    model, tok = load_model(START, torch.device("cpu"))
+    model, tok = load_model(STARTS[a.task], torch.device("cpu"))
     model = prepare_model(model, torch.device("cpu"))
-    cfg = make_config("cpu", steps=a.steps, prompts_per_step=a.prompts, group_size=a.group, lr=a.lr,
-                      warmup_steps=a.warmup, eval_every=0, save_every=0, seed=a.seed,
-                      out_dir=tempfile.mkdtemp(prefix="bench-minigrpo-"))
+    cfg = make_config("cpu" if a.task == "arithmetic" else a.task, task=a.task, reward="correct",
+                      steps=a.steps, prompts_per_step=a.prompts, group_size=a.group,
+                      max_new_tokens=a.max_new, lr=a.lr, warmup_steps=a.warmup, eval_every=0, save_every=0,
+                      seed=a.seed, out_dir=tempfile.mkdtemp(prefix="bench-minigrpo-"),
+                      **VARIANTS["minigrpo"][a.variant])
     t0 = time.perf_counter()
-    rows = train_grpo(model, tok, cfg, records("train"), records("test")[:1], progress=False)
+    rows = train_grpo(model, tok, cfg, records("train", a.task), records("test", a.task)[:1], progress=False)
     wall = time.perf_counter() - t0
-    step_s = [r["sample_s"] + r["learn_s"] for r in rows]
-    tokens = [r["completion_len"] * a.prompts * a.group for r in rows]
-    return {"step_s": step_s, "tokens": tokens, "wall_s": wall,
-            "accuracy": held_out_accuracy(model, tok), "peak_rss_mb": peak_rss_mb()}
+    return {"step_s": [r["sample_s"] + r["learn_s"] for r in rows], "wall_s": wall,
+            "completion_len": [r["completion_len"] for r in rows], "zero_var": [r["zero_var_frac"] for r in rows],
+            "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
+            "accuracy": held_out_accuracy(model, tok, a), "peak_rss_mb": peak_rss_mb()}
 
 
 def run_trl(a) -> dict:
@@ -82,17 +111,19 @@ def run_trl(a) -> dict:
     from minigrpo.reward import correctness
 
     torch.manual_seed(a.seed)
-    tok = AutoTokenizer.from_pretrained(START)
-    model = AutoModelForCausalLM.from_pretrained(START, attn_implementation="eager")  # as minigrpo on the CPU
-    data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records("train")])
+    opts = {**VARIANTS["trl"][a.variant], **json.loads(a.trl_opts)}
+    tok = AutoTokenizer.from_pretrained(STARTS[a.task])
+    model = AutoModelForCausalLM.from_pretrained(STARTS[a.task], **({"attn_implementation": opts.pop("attn")}
+                                                                   if "attn" in opts else {}))
+    data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records("train", a.task)])
 
     def reward(prompts, completions, answer, **_):
-        return [correctness(p, c, answer=x, task="arithmetic") for p, c, x in zip(prompts, completions, answer)]
+        return [correctness(p, c, answer=x) for p, c, x in zip(prompts, completions, answer)]   # task from the prompt
 
     class Clock(TrainerCallback):
-        """Wall seconds of each optimizer step, and the completion tokens it sampled."""
+        """Wall seconds of each optimizer step, and what it sampled."""
         def __init__(self):
-            self.step_s, self.tokens, self._t = [], [], None
+            self.step_s, self.lengths, self.zero_var, self._t = [], [], [], None
 
         def on_step_begin(self, args, state, control, **kw):
             self._t = time.perf_counter()
@@ -102,16 +133,17 @@ def run_trl(a) -> dict:
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "completions/mean_length" in logs:
-                self.tokens.append(logs["completions/mean_length"] * a.prompts * a.group)
+                self.lengths.append(logs["completions/mean_length"])
+                self.zero_var.append(logs.get("frac_reward_zero_std", 0.0))
 
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), use_cpu=True, seed=a.seed, report_to="none",
         max_steps=a.steps, per_device_train_batch_size=a.prompts * a.group, gradient_accumulation_steps=1,
-        num_generations=a.group, max_completion_length=6, temperature=1.0, top_k=0, top_p=1.0,
+        num_generations=a.group, max_completion_length=a.max_new, temperature=1.0, top_k=0, top_p=1.0,
         learning_rate=a.lr, lr_scheduler_type="constant_with_warmup", warmup_steps=a.warmup,
         adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
         beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="grpo", scale_rewards="group", num_iterations=1,
-        logging_steps=1, save_strategy="no", disable_tqdm=True, bf16=False, dataloader_num_workers=0,
+        logging_steps=1, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, **opts,
     )
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=data,
@@ -119,30 +151,74 @@ def run_trl(a) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    return {"step_s": clock.step_s, "tokens": clock.tokens, "wall_s": wall,
-            "accuracy": held_out_accuracy(trainer.model, tok), "peak_rss_mb": peak_rss_mb()}
+    return {"step_s": clock.step_s, "wall_s": wall, "completion_len": clock.lengths, "zero_var": clock.zero_var,
+            "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
+            "accuracy": held_out_accuracy(trainer.model, tok, a), "peak_rss_mb": peak_rss_mb()}
 
 
 def summarise(name: str, seed: int, out: dict, a) -> dict:
-    skip = 1 if len(out["step_s"]) > 1 else 0  # the first step warms caches up
-    step = statistics.median(out["step_s"][skip:])
-    tok_s = statistics.median(t / s for t, s in zip(out["tokens"][skip:], out["step_s"][skip:]))
-    return {"trainer": name, "seed": seed, "step_s": step, "completions_per_s": a.prompts * a.group / step,
-            "tokens_per_s": tok_s, "peak_rss_mb": out["peak_rss_mb"], "accuracy": out["accuracy"],
-            "wall_s": out["wall_s"], "steps": len(out["step_s"])}
+    """One run's row: medians over its steps but the first (which warms caches up)."""
+    skip = 1 if len(out["step_s"]) > 1 else 0
+    steps = out["step_s"][skip:]
+    lengths = out["completion_len"][skip:] or [0.0]
+    zero = out["zero_var"][skip:] or [0.0]
+    shape = Shape(**out["shape"])
+    n = a.prompts * a.group
+    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, n * (1 - z))["total"] / t
+              for L, z, t in zip(lengths, zero, steps)]
+    return {"trainer": name, "variant": a.variant, "seed": seed, "step_s": statistics.median(steps),
+            "completions_per_s": n / statistics.median(steps),
+            "tokens_per_s": statistics.median(L * n / t for L, t in zip(lengths, steps)),
+            "useful_gflop_s": statistics.median(useful) / 1e9, "completion_len": statistics.mean(lengths),
+            "zero_var_frac": statistics.mean(zero), "prompt_len": out["prompt_len"],
+            "peak_rss_mb": out["peak_rss_mb"], "accuracy": out["accuracy"], "wall_s": out["wall_s"],
+            "steps": len(out["step_s"]), "prompts": a.prompts, "group": a.group, "max_new": a.max_new,
+            "task": a.task}
+
+
+def worker(name: str, variant: str, seed: int, a, **over) -> dict:
+    """Run one trainer variant in a process of its own; its result row."""
+    evaluate = over.pop("eval", True)
+    settings = {k: getattr(a, k) for k in ("steps", "prompts", "group", "lr", "warmup", "threads", "max_new",
+                                            "task")} | over
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--variant", variant, "--seed", str(seed)]
+    cmd += [f"--{k}={v}" for k, v in settings.items()] + ([] if evaluate else ["--no-eval"])
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if done.returncode or line is None:
+        sys.exit(f"{name} ({variant}) seed {seed} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def machine_rates(threads: int) -> dict[str, float]:
+    """This machine's torch.mm FLOP/s at the CPU preset's shapes, float32 and bfloat16, in this process."""
+    import torch
+    from transformers import AutoConfig
+    torch.set_num_threads(threads)
+    shape = Shape.of(AutoConfig.from_pretrained(START))
+    return {name: machine_rate(shape, getattr(torch, name)) for name in ("float32", "bfloat16")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=("minigrpo", "trl"), help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, default=30, help="GRPO steps per run")
-    p.add_argument("--seeds", type=int, default=3, help="runs per trainer (seeds 0, 1, ...)")
+    p.add_argument("--variant", choices=("default", "fast"), default="default", help=argparse.SUPPRESS)
+    p.add_argument("--trl_opts", default="{}", help=argparse.SUPPRESS)   # try other TRL settings in a worker
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--task", default="arithmetic", choices=tuple(STARTS), help=argparse.SUPPRESS)
+    p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=30, help="GRPO steps per run")
+    p.add_argument("--seeds", type=int, default=3, help="runs per trainer variant (seeds 0, 1, ...)")
     p.add_argument("--prompts", type=int, default=256, help="B: prompts per step (the CPU preset's)")
     p.add_argument("--group", type=int, default=8, help="G: completions per prompt")
+    p.add_argument("--max_new", type=int, default=6, help="completion length limit (the CPU preset's)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=10, help="steps of linear learning-rate warm-up")
     p.add_argument("--threads", type=int, default=2, help="torch threads in each worker")
+    p.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time G = 4..32 and the 48-token equations, and plot them")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results_cpu.json"))
     a = p.parse_args()
 
@@ -153,44 +229,120 @@ def main() -> None:
         print("RESULT " + json.dumps(summarise(a.worker, a.seed, out, a)))
         return
 
+    rates = machine_rates(a.threads)
+    print("machine's torch.mm rate at the model's shapes: " +
+          ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
     rows = []
     for seed in range(a.seeds):
-        for name in ("minigrpo", "trl"):  # alternating, one process each
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--seed", str(seed)]
-            cmd += [f"--{k}={getattr(a, k)}" for k in ("steps", "prompts", "group", "lr", "warmup", "threads")]
-            env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   "TOKENIZERS_PARALLELISM": "false"}
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if done.returncode or line is None:
-                sys.exit(f"{name} seed {seed} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-            rows.append(json.loads(line[len("RESULT "):]))
-            r = rows[-1]
-            print(f"{name:9} seed {seed}: {r['step_s']:.3f} s/step, {r['completions_per_s']:.0f} completions/s, "
-                  f"accuracy {100 * r['accuracy']:.1f}%", flush=True)
-    print(table(rows, a))
+        for name in ("minigrpo", "trl"):
+            for variant in ("default", "fast"):   # alternating, one process each
+                rows.append(worker(name, variant, seed, a))
+                r = rows[-1]
+                print(f"{name:9}{variant:8} seed {seed}: {r['step_s']:.3f} s/step, {r['completions_per_s']:.0f} "
+                      f"completions/s, accuracy {100 * r['accuracy']:.1f}%", flush=True)
+    print(table(rows, a, rates))
+    scaling = run_scaling(a) if a.scaling else []
+    if scaling:
+        print(scaling_table(scaling))
+        plot_scaling(scaling, os.path.join(os.path.dirname(a.out), "scaling_cpu.png"))
     import torch, transformers
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": _version("trl"),
-            "settings": {k: getattr(a, k) for k in ("steps", "prompts", "group", "lr", "warmup", "threads")}}
+    meta = {"machine": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "trl": _version("trl"), "variants": VARIANTS,
+            "matmul_flop_s": rates,
+            "settings": {k: getattr(a, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup",
+                                                     "threads")}}
     with open(a.out, "w") as f:
-        json.dump({"meta": meta, "runs": rows}, f, indent=2)
+        json.dump({"meta": meta, "runs": rows, "scaling": scaling}, f, indent=2)
     print(f"written: {a.out}")
 
 
-def table(rows: list[dict], a) -> str:
-    by = {n: [r for r in rows if r["trainer"] == n] for n in ("minigrpo", "trl")}
-    med = lambda n, k: statistics.median(r[k] for r in by[n])
-    acc = lambda n: "/".join(f"{100 * r['accuracy']:.1f}" for r in by[n])
-    lines = [f"B={a.prompts} prompts x G={a.group}, {a.steps} steps, {len(by['trl'])} seeds (medians over seeds)",
-             f"{'':10}{'s/step':>8}{'compl/s':>9}{'tok/s':>8}{'peak MB':>9}   held-out accuracy % per seed"]
-    for n in ("minigrpo", "trl"):
-        lines.append(f"{n:10}{med(n, 'step_s'):8.3f}{med(n, 'completions_per_s'):9.0f}{med(n, 'tokens_per_s'):8.0f}"
-                     f"{med(n, 'peak_rss_mb'):9.0f}   {acc(n)}")
-    lines.append(f"ratio minigrpo/TRL: {med('minigrpo', 'completions_per_s') / med('trl', 'completions_per_s'):.1f}x "
-                 f"completions per second")
+SCALING = [dict(group=g, prompts=32, max_new=6, task="arithmetic") for g in (4, 8, 16, 32)] + \
+          [dict(group=8, prompts=32, max_new=48, task="equations")]
+
+
+def run_scaling(a) -> list[dict]:
+    """Both trainers' fast variants at each SCALING setting: 5 steps (the median of the last 4), no evaluation."""
+    rows = []
+    for over in SCALING:
+        for name in ("minigrpo", "trl"):
+            r = worker(name, "fast", 0, a, steps=5, warmup=1, eval=False, **over)
+            rows.append(r)
+            print(f"scaling {name:9} G={over['group']:2} limit={over['max_new']:2}: {r['step_s']:.3f} s/step, "
+                  f"{1e3 * r['step_s'] / (over['prompts'] * over['group']):.2f} ms/completion", flush=True)
+    return rows
+
+
+def scaling_table(rows: list[dict]) -> str:
+    lines = [f"{'':10}{'task':12}{'G':>4}{'limit':>6}{'len':>6}{'s/step':>8}{'ms/compl':>10}"]
+    for r in rows:
+        lines.append(f"{r['trainer']:10}{r['task']:12}{r['group']:4}{r['max_new']:6}{r['completion_len']:6.1f}"
+                     f"{r['step_s']:8.3f}{1e3 * r['step_s'] / (r['prompts'] * r['group']):10.2f}")
     return "\n".join(lines)
+
+
+def plot_scaling(rows: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, mark in (("minigrpo", "o-"), ("trl", "s--")):
+        pts = [r for r in rows if r["trainer"] == name and r["task"] == "arithmetic"]
+        left.plot([r["group"] for r in pts], [r["step_s"] for r in pts], mark, label=f"{name} (fast settings)")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("G, completions per prompt (B = 32 prompts, limit 6 tokens)")
+    left.set_ylabel("seconds per GRPO step")
+    left.set_title("cost as the group grows")
+    left.legend()
+    pts = [r for r in rows if r["group"] == 8]
+    labels = [f"{r['trainer']}\n{r['task']}\nlimit {r['max_new']}" for r in pts]
+    right.bar(range(len(pts)), [1e3 * r["step_s"] / (r["prompts"] * r["group"]) for r in pts],
+              color=["C0" if r["trainer"] == "minigrpo" else "C1" for r in pts])
+    right.set_xticks(range(len(pts)), labels, fontsize=8)
+    right.set_ylabel("milliseconds per completion")
+    right.set_title("cost as completions get longer (B = 32, G = 8)")
+    fig.suptitle(f"GRPO step cost on {cpu_name()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"written: {path}")
+
+
+def table(rows: list[dict], a, rates: dict[str, float]) -> str:
+    """The medians over seeds of each trainer variant, the speed ratios, and the share of the machine's limit."""
+    keys = [(n, v) for n in ("minigrpo", "trl") for v in ("default", "fast")]
+    by = {k: [r for r in rows if (r["trainer"], r.get("variant", "default")) == k] for k in keys}
+    keys = [k for k in keys if by[k]]
+    med = lambda k, f: statistics.median(r[f] for r in by[k])
+    acc = lambda k: "/".join(f"{100 * r['accuracy']:.1f}" for r in by[k])
+    seeds = max(len(v) for v in by.values())
+    lines = [f"B={a.prompts} prompts x G={a.group}, {a.steps} steps, {seeds} seeds (medians over seeds)",
+             f"{'':18}{'s/step':>8}{'compl/s':>9}{'tok/s':>8}{'GFLOP/s':>9}{'of mm':>7}{'peak MB':>9}"
+             f"   held-out accuracy % per seed"]
+    for k in keys:
+        precision = PRECISION.get(k, "float32")
+        share = med(k, "useful_gflop_s") * 1e9 / rates[precision]
+        lines.append(f"{k[0] + ' ' + k[1]:18}{med(k, 'step_s'):8.3f}{med(k, 'completions_per_s'):9.0f}"
+                     f"{med(k, 'tokens_per_s'):8.0f}{med(k, 'useful_gflop_s'):9.1f}{100 * share:6.0f}%"
+                     f"{med(k, 'peak_rss_mb'):9.0f}   {acc(k)}")
+    speed = lambda k: med(k, "completions_per_s") if by.get(k) else None
+    for mine, theirs in ((("minigrpo", "default"), ("trl", "default")), (("minigrpo", "fast"), ("trl", "fast")),
+                         (("minigrpo", "default"), ("trl", "fast"))):
+        if speed(mine) and speed(theirs):
+            lines.append(f"ratio {' '.join(mine)} / {' '.join(theirs)}: {speed(mine) / speed(theirs):.1f}x "
+                         f"completions per second")
+    lines.append("of mm: useful FLOP/s as a share of this machine's torch.mm rate at the model's shapes, in the "
+                 "precision used (" + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()) + ")")
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (lscpu's), and its core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def _version(pkg: str) -> str:

@@ -17,12 +17,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "old_logps": ("sampler", "recompute"),
     "answer_parser": ("strict", "last_number"),
     "dtype": ("float32", "bfloat16", "float16"),
+    "sample_dtype": ("", "float32", "bfloat16", "float16"),
+    "draw": ("multinomial", "inverse_cdf"),
 }
 
 
 # what a value must be: the fields (and function arguments) each rule covers
 _RULES = [
     (lambda v: v > 0, "must be > 0", ("temperature", "lr", "sft_lr", "critic_lr", "cispo_max")),
+    (lambda v: v >= 1, "must be >= 1 (a cap on the sampler-mismatch weight)", ("is_cap",)),
     (lambda v: v >= 0, "must be >= 0", ("eps_high", "beta", "std_eps", "weight_decay", "sft_weight_decay",
                                          "warmup_steps", "steps", "sft_steps", "value_clip", "overlong_cache",
                                          "trace_every", "micro_batch_size")),

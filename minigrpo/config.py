@@ -43,6 +43,10 @@ class Config:
     micro_batch_size: int = 0      # rows per forward and backward (0 = all at once); gradients add up to the batch's
     dtype: str = "float32"         # float32 | bfloat16 | float16 (CUDA): autocast for the forwards; weights, Adam: float32
     torch_compile: bool = False    # torch.compile the training forward (pays on long GPU runs; slow to start)
+    sample_dtype: str = ""         # the sampler's autocast dtype ("" = dtype); if it differs, is_cap corrects the mismatch
+    is_cap: float = 3.0            # sampler != trainer: weight each token's loss by min(pi_train / pi_sampler, is_cap) (TIS)
+    compact_decoding: bool = True  # finished rows leave the decoding batch (same tokens; less work when lengths differ)
+    draw: str = "multinomial"      # how a token is drawn: "multinomial" (V random numbers per row) or "inverse_cdf" (one)
     # --- model (a Llama-style decoder built from a transformers config, no download) ---
     hidden_size: int = 128         # width of the residual stream
     num_layers: int = 4            # transformer blocks

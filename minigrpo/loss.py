@@ -158,7 +158,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
               eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.0, ref_logp: torch.Tensor | None = None,
               kl_estimator: str = "k3", loss_type: str = "grpo", max_completion_length: int | None = None,
               importance_sampling_level: str = "token", delta: float = 0.0, cispo_max: float = 5.0,
-              use_bias_correction_kl: bool = False, sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+              use_bias_correction_kl: bool = False, is_weight: torch.Tensor | None = None,
+              sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss to minimise: aggregate(-surrogate + beta KL), with the GRPO family's variants.
 
     Symbol        | Shape          | Description
@@ -177,6 +178,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     cispo_max     | float          | "cispo" (MiniMax-M1 §3.1): the surrogate is sg(min(r, cispo_max)) A log pi,
                   |                | TRL's cispo with epsilon_high = cispo_max; token-mean aggregation
     use_bias_correction_kl | bool  | weight the KL by the ratio r (samples are pi_old's; DeepSeek-V3.2, TRL)
+    is_weight     | (N, T)         | a sampler that is not the trainer (another precision or engine): each token's
+                  |                | policy term times min(pi_old / pi_sampler, cap) (truncated IS; Yao et al. 2025,
+                  |                | TRL's token_truncate), a constant; the KL term is not weighted
 
     old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so
     garbage log-probs there cannot make the loss or its gradient NaN.
@@ -204,6 +208,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     else:
         surrogate = clipped_surrogate(ratio, adv, eps_low, eps_high, delta).expand_as(lp)  # (N, T)
     per_token_loss = -surrogate                                                 # (N, T)
+    if is_weight is not None:   # the tokens were drawn by a sampler that is not pi_old
+        per_token_loss = per_token_loss * torch.where(keep, is_weight.detach().to(logp.dtype), zeros)   # (N, T)
     # 3. KL penalty to the reference policy (not the old one)
     kl = None
     if ref_logp is not None:

@@ -71,6 +71,12 @@ def optimizer_step(model, opt, loss: torch.Tensor, grad_clip: float) -> torch.Te
     return grad_norm
 
 
+def sampler_differs(cfg) -> bool:
+    """Whether the sampler runs in another precision than the training forward (cfg.sample_dtype), so that its
+    log-probs are not pi_old's: the update then takes pi_old from the trainer and weights each token by truncated IS."""
+    return bool(getattr(cfg, "sample_dtype", "")) and cfg.sample_dtype != cfg.dtype
+
+
 def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
     """`rows` (K,) in chunks of at most `size` (0: one chunk of all)."""
     return list(rows.split(size)) if size and len(rows) else [rows]
@@ -96,7 +102,7 @@ class Update:
     grad_norm: float
     stats: dict
     kept_frac: float   # share of the loss-carrying tokens in the K kept rows (1.0 when none was skipped)
-    logp_diff_max: float | None = None   # old_logps="recompute": max |sampler - training forward| log-prob
+    logp_diff_max: float | None = None   # recomputed pi_old or a mismatched sampler: max |sampler - trainer| log-prob
     ratios: list | None = None           # `trace` rows' ratios (R, T) at each of the mu updates (1 where not kept)
 
 
@@ -132,11 +138,13 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
     policy.train()
     old, diff, ratios = s.logps, None, []                                       # (N, T)
-    if cfg.num_iterations > 1 and cfg.old_logps == "recompute" and len(idx):
+    mismatch = sampler_differs(cfg)   # pi_old is the trainer's; the sampler's log-probs only weight the tokens
+    if cfg.num_iterations > 1 and (cfg.old_logps == "recompute" or mismatch) and len(idx):
         recomputed = logprobs_in_chunks(policy, s, idx, cfg)                    # (K, T)
         diff = ((recomputed - s.logps[idx]).abs() * mask[idx]).max().item()
         old = s.logps.clone()
         old[idx] = recomputed
+    diffs = []   # mu = 1 with a mismatched sampler: max |log pi_old - log pi_sampler| of each chunk
     for it in range(cfg.num_iterations if total_kept else 0):
         opt.zero_grad(set_to_none=True)
         parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=device)
@@ -147,12 +155,23 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
                 logp = completion_logprobs(policy, *args(rows), cfg.temperature)   # (k, T)
             logp = logp.float()
             old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
+            is_weight = None
+            if mismatch:   # truncated importance sampling: the tokens came from the sampler, not pi_old
+                gap = (old_logp - s.logps[rows]) * mask[rows]                      # (k, T) log pi_old / pi_sampler
+                is_weight = gap.exp().clamp(max=cfg.is_cap)                        # (k, T)
+                if cfg.num_iterations == 1:
+                    diffs.append(gap.abs().max())
             part, part_stats = grpo_loss(
                 logp, old_logp, adv[rows], mask[rows], eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta,
                 ref_logp=None if ref_logp is None else ref_logp[rows], kl_estimator=cfg.kl_estimator,
                 loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
                 importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
-                use_bias_correction_kl=cfg.use_bias_correction_kl, sync=False)
+                use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False)
+            if is_weight is not None:   # token-weighted means, combined like the others
+                m = mask[rows].to(logp.dtype)
+                n = m.sum().clamp(min=1)
+                part_stats["is_weight_mean"] = (is_weight * m).sum() / n
+                part_stats["is_capped"] = ((gap.exp() > cfg.is_cap) & mask[rows].bool()).to(logp.dtype).sum() / n
             share = batch_share(mask, rows, cfg.loss_type, total_rows, total_tokens)   # its share of the batch's loss
             part = part * share * weight
             part_stats["tokens"] = part_stats["tokens"] * weight                 # a weight-0 row is not counted
@@ -177,6 +196,8 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     if trace is not None and not ratios:   # no row was trained: every ratio stayed 1
         ratios = [torch.ones(len(trace), mask.shape[1], device=mask.device)] * cfg.num_iterations
     kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item() if len(idx) else 0.0
+    if diffs:
+        diff = torch.stack(diffs).max().item()
     return Update(loss=loss, grad_norm=grad_norm, stats=stats, kept_frac=kept_frac,
                   logp_diff_max=diff, ratios=ratios if trace is not None else None)
 

@@ -69,11 +69,13 @@ def check_model(cfg, model, tok, device: torch.device) -> None:
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and cfg.max_seq_len > positions:
         raise ValueError(f"max_seq_len={cfg.max_seq_len} exceeds the {positions} positions of {where}")
-    if cfg.dtype == "float16" and device.type != "cuda":
-        raise ValueError(f"dtype=float16 needs a CUDA device (device is {device}); use --dtype bfloat16")
-    if cfg.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"dtype=bfloat16 is not supported by {torch.cuda.get_device_name(device)}; "
-                         f"use --dtype float16")
+    for name in ("dtype", "sample_dtype"):
+        value = getattr(cfg, name)
+        if value == "float16" and device.type != "cuda":
+            raise ValueError(f"{name}=float16 needs a CUDA device (device is {device}); use --{name} bfloat16")
+        if value == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"{name}=bfloat16 is not supported by {torch.cuda.get_device_name(device)}; "
+                             f"use --{name} float16")
 
 
 def prepare_tokenizer(tok):

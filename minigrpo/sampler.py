@@ -47,10 +47,21 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def draw_tokens(probs: torch.Tensor, draw: str, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of `probs` (N, V): torch.multinomial, or by inverting the cumulative distribution. (N,)"""
+    if draw == "multinomial":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    u = torch.rand(len(probs), 1, generator=generator, device=probs.device, dtype=probs.dtype)   # (N, 1)
+    cdf = probs.cumsum(-1)                                                        # (N, V)
+    tok = (cdf <= u * cdf[:, -1:]).sum(-1)                                        # (N,) tokens whose mass is below u
+    return tok.clamp(max=probs.shape[-1] - 1)
+
+
 @torch.no_grad()
 def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int,
                  max_new_tokens: int, eos_id: int | list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None) -> Samples:
+                 top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
+                 compact: bool = True, draw: str = "multinomial") -> Samples:
     """Sample G = `group_size` completions for each of B left-padded prompts.
 
     Symbol      | Shape  | Description
@@ -59,8 +70,13 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
 
     `greedy=True` takes the most likely token (evaluation); the log-probs are still those of the
     tempered distribution. `eos_id` is one stop id or several (tokenizer.stop_ids: EOS, a chat template's
-    end of turn); a row ends at the first it samples. Returns a `Samples` of N = B*G rows; completion
-    length T <= max_new_tokens.
+    end of turn); a row ends at the first it samples. With `compact`, a finished row leaves the decoding
+    batch: the forward runs on the n <= N unfinished rows and the KV cache keeps only theirs, so a batch
+    whose completions end early does not pay for padding. The draw is still made for all N rows, so the
+    random stream, and the sampled tokens, are those of the uncompacted loop. `draw="inverse_cdf"` draws
+    each token with one uniform number per row (the first token whose cumulative probability exceeds it)
+    instead of torch.multinomial's V; the same distribution, another random stream. Returns a `Samples` of
+    N = B*G rows; completion length T <= max_new_tokens.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
@@ -83,6 +99,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     N = B * G
     stops = torch.as_tensor(eos_id, device=prompt_ids.device).reshape(-1)    # (S,) stop ids
     done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (N,)
+    alive = torch.arange(N, device=prompt_ids.device)                         # (n,) rows still in the cache
     tokens, logps, masks, entropies = [], [], [], []
     # 3. decode one token per step
     for t in range(max_new_tokens):
@@ -93,7 +110,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
         else:
             filtered = top_k or top_p < 1.0
             probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (N, V)
-            tok = torch.multinomial(probs_drawn, 1, generator=generator).squeeze(-1)  # (N,)
+            tok = draw_tokens(probs_drawn, draw, generator)                    # (N,)
         tok = tok.masked_fill(done, pad_id)                                   # (N,)
         masks.append(~done)
         logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (N,)
@@ -102,9 +119,18 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
         done = done | torch.isin(tok, stops)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (N, P+t+1)
-        out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv, use_cache=True)
-        logits = out.logits[:, -1, :].float()                                 # (N, V)
+        if compact:                                                           # finished rows leave the batch
+            stay = (~done[alive]).nonzero().squeeze(-1)                       # (n',) of the n cached rows
+            if len(stay) < len(alive):
+                cache.batch_select_indices(stay)                              # (n', ...) per layer
+                alive, attn, next_pos = alive[stay], attn[stay], next_pos[stay]
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (n, P+t+1)
+        out = model(input_ids=tok[alive].unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv,
+                    use_cache=True)
+        if len(alive) == N:
+            logits = out.logits[:, -1, :].float()                             # (N, V)
+        else:   # finished rows keep their last logits: their draws are masked to PAD
+            logits = logits.index_copy(0, alive, out.logits[:, -1, :].float())   # (N, V)
         next_pos = next_pos + 1
     model.train(was_training)
     completion_ids = torch.stack(tokens, dim=1)                               # (N, T)
@@ -151,7 +177,8 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
     stops = stop_ids(tok, policy)
     s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
                      eos_id=stops, pad_id=tok.pad_token_id, temperature=cfg.temperature,
-                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)               # N rows
+                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, compact=cfg.compact_decoding,
+                     draw=cfg.draw)                                                         # N rows
     completions = decode_batch(tok, s.completion_ids, stops)
     sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)

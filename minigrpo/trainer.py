@@ -46,7 +46,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     clock = lambda: sync_clock(device)
     t0 = clock()
     # ---- 1-2. sample a group of G completions per prompt with the old policy; score them ----
-    with precision(device, cfg.dtype):
+    with precision(device, cfg.sample_dtype or cfg.dtype):
         if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
             sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator)
             everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
@@ -78,6 +78,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
         row |= sampled
     if upd.logp_diff_max is not None:
         row["logp_diff_max"] = upd.logp_diff_max
+    row |= {k: upd.stats[k] for k in ("is_weight_mean", "is_capped") if k in upd.stats}   # a mismatched sampler
     if trace:
         row["tokens"] = token_trace(tok, ro, adv, rows, upd)
     return row

@@ -13,6 +13,8 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "grpo_speed.py")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import grpo_speed  # noqa: E402
+import torch  # noqa: E402
+from flops import Shape, machine_rate, step_flops  # noqa: E402
 
 
 def test_minigrpo_worker_reports_one_result_line():
@@ -25,12 +27,49 @@ def test_minigrpo_worker_reports_one_result_line():
     r = json.loads(line[0][len("RESULT "):])
     assert r["trainer"] == "minigrpo" and r["steps"] == 3 and 0 <= r["accuracy"] <= 1
     assert r["completions_per_s"] == 16 / r["step_s"] and r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
+    assert r["useful_gflop_s"] > 0 and r["variant"] == "default" and 1 <= r["completion_len"] <= 6
 
 
-def test_table_takes_medians_over_seeds_and_the_ratio():
-    rows = [{"trainer": n, "seed": s, "step_s": t, "completions_per_s": 16 / t, "tokens_per_s": 40 / t,
-             "peak_rss_mb": 500.0, "accuracy": 0.5}
-            for n, ts in [("minigrpo", (0.5, 1.0, 2.0)), ("trl", (2.0, 4.0, 3.0))] for s, t in enumerate(ts)]
-    text = grpo_speed.table(rows, SimpleNamespace(prompts=4, group=4, steps=3))
-    # medians: minigrpo 1.0 s/step (16 compl/s), TRL 3.0 s/step (5.33 compl/s): ratio 3.0
-    assert "ratio minigrpo/TRL: 3.0x" in text and "3 seeds" in text
+def test_table_takes_medians_over_seeds_and_the_ratios():
+    rows = [{"trainer": n, "variant": v, "seed": s, "step_s": t, "completions_per_s": 16 / t, "tokens_per_s": 40 / t,
+             "useful_gflop_s": 2.0, "peak_rss_mb": 500.0, "accuracy": 0.5}
+            for n, v, ts in [("minigrpo", "default", (0.5, 1.0, 2.0)), ("trl", "default", (2.0, 4.0, 3.0)),
+                             ("minigrpo", "fast", (0.25, 0.5, 0.5)), ("trl", "fast", (1.5, 1.5, 2.5))]
+            for s, t in enumerate(ts)]
+    text = grpo_speed.table(rows, SimpleNamespace(prompts=4, group=4, steps=3), {"float32": 4e9, "bfloat16": 8e9})
+    # medians: minigrpo 1.0 s/step, TRL 3.0: 3.0x; fast: 0.5 against 1.5: 3.0x; minigrpo default / TRL fast: 1.5x
+    assert "ratio minigrpo default / trl default: 3.0x" in text and "3 seeds" in text
+    assert "ratio minigrpo fast / trl fast: 3.0x" in text and "ratio minigrpo default / trl fast: 1.5x" in text
+    # 2 GFLOP/s of a 4 GFLOP/s float32 machine is 50%; minigrpo fast runs in bfloat16: 2 of 8 is 25%
+    lines = {l.split()[0] + " " + l.split()[1]: l for l in text.splitlines() if l.startswith(("minigrpo ", "trl "))}
+    assert "50%" in lines["minigrpo default"] and "25%" in lines["minigrpo fast"] and "50%" in lines["trl fast"]
+
+
+def test_step_flops_by_hand():
+    """A 2-layer decoder with d = 4, ffn = 8, V = 10 (no GQA): 2 FLOPs per weight per token, the backward twice
+    the forward. Each number below is worked out from the module's formulas by hand."""
+    shape = Shape(layers=2, d=4, ffn=8, vocab=10, kv=4)
+    assert shape.linear() == 2 * 2 * (4 * 12 + 16 + 3 * 32)          # q,k,v (4x12), o (4x4), MLP (3 x 4x8): 640
+    assert shape.head() == 80 and shape.attention(3) == 96
+    f = step_flops(shape, prompts=2, group=3, prompt_len=3, completion_len=2, kept_rows=4)
+    assert f["prefill"] == 2 * 3 * (640 + 64) + 2 * 80                # 3 prompt tokens x 2 prompts, one head each
+    assert f["decode"] == 6 * 1 * (640 + 80 + 128)                    # 6 rows x 1 token after the first, ctx 4
+    assert f["learn"] == 3 * 4 * (5 * (640 + 96) + 2 * 80)            # fwd + bwd of 4 rows of 5 tokens, 2 heads
+    assert f["total"] == f["prefill"] + f["decode"] + f["learn"]
+
+
+def test_linear_flops_are_twice_the_decoders_linear_weights():
+    """Against the model itself: 2 x the weights of every nn.Linear in the decoder blocks, for a config with
+    grouped-query attention (kv width != d)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(config)
+    weights = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    shape = Shape.of(config)
+    assert shape.kv == 16 and shape.linear() == 2 * weights and shape.head() == 2 * model.lm_head.weight.numel()
+
+
+def test_machine_rate_is_a_positive_rate():
+    shape = Shape(layers=1, d=32, ffn=64, vocab=40, kv=32)
+    assert machine_rate(shape, torch.float32, tokens=64, seconds=0.05) > 1e6   # at least a MFLOP/s

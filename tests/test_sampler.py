@@ -389,3 +389,58 @@ def test_first_token_frequencies_match_softmax(peaked, tok, temperature, top_k):
         with torch.no_grad():
             untempered = torch.softmax(peaked(input_ids=torch.tensor([prompt])).logits[0, -1].double(), -1)
         assert (empirical - untempered).abs().max() > 0.05
+
+
+# ---------------------------------------------------------------- less work: compaction, the one-number draw
+
+
+def test_compacted_decoding_gives_the_uncompacted_samples(eos_model, prompts):
+    """Finished rows leave the decoding batch, but every draw is still made for all N rows: the same tokens,
+    log-probs and entropies as the loop that decodes every row to the end."""
+    ids, mask = prompts
+    kw = dict(group_size=4, max_new_tokens=8, temperature=0.9)
+    full = sample(eos_model, ids, mask, compact=False, generator=torch.Generator().manual_seed(3), **kw)
+    compact = sample(eos_model, ids, mask, compact=True, generator=torch.Generator().manual_seed(3), **kw)
+    lengths = full.completion_mask.sum(1)
+    assert lengths.min() < lengths.max()                # rows finished at different steps
+    assert torch.equal(compact.completion_ids, full.completion_ids)
+    assert torch.equal(compact.completion_mask, full.completion_mask)
+    torch.testing.assert_close(compact.logps, full.logps, rtol=0, atol=1e-6)
+    torch.testing.assert_close(compact.entropy, full.entropy, rtol=0, atol=1e-6)
+    assert torch.equal(compact.truncated, full.truncated)
+
+
+def test_compacted_decoding_runs_the_unfinished_rows_only(eos_model, prompts):
+    """The decoding forwards see fewer rows as rows finish (counted with a forward hook)."""
+    ids, mask = prompts
+    seen = []
+    hook = eos_model.inner.register_forward_hook(lambda m, args, kw, out: seen.append(kw["input_ids"].shape[0]),
+                                                 with_kwargs=True)
+    try:
+        s = sample(eos_model, ids, mask, group_size=4, max_new_tokens=8, compact=True,
+                   generator=torch.Generator().manual_seed(3))
+    finally:
+        hook.remove()
+    alive = (s.completion_mask.sum(1, keepdim=True) > torch.arange(s.completion_ids.shape[1])).sum(0)  # (T,)
+    # prefill: the 5 prompts; then decoding step t runs the rows with a token at position t
+    assert seen == [5] + alive[1:len(seen)].tolist()
+    assert seen[-1] < 20
+
+
+def test_inverse_cdf_draws_the_softmax_frequencies():
+    """One uniform number per row, the first token whose cumulative probability exceeds it: the frequencies of
+    20,000 draws are the probabilities (3 sigma < 0.01), and a token of probability 0 is never drawn."""
+    from minigrpo.sampler import draw_tokens
+    probs = torch.tensor([0.1, 0.2, 0.0, 0.7]).repeat(20000, 1)                   # (N, V)
+    tok = draw_tokens(probs, "inverse_cdf", torch.Generator().manual_seed(0))
+    freq = torch.bincount(tok, minlength=4).float() / len(tok)
+    torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.0, 0.7]), rtol=0, atol=0.01)
+    assert freq[2] == 0
+
+
+def test_inverse_cdf_with_top_k_1_equals_greedy(eos_model, prompts):
+    ids, mask = prompts
+    greedy = sample(eos_model, ids, mask, greedy=True, temperature=0.9)
+    top1 = sample(eos_model, ids, mask, top_k=1, temperature=0.9, draw="inverse_cdf",
+                  generator=torch.Generator().manual_seed(5))
+    assert torch.equal(greedy.completion_ids, top1.completion_ids)

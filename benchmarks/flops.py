@@ -1,0 +1,97 @@
+"""The yardstick for the speed benchmark: a step's useful arithmetic, and this machine's own matmul rate.
+
+A decoder's forward costs, per token, 2 FLOPs per weight of each linear layer it passes through (the
+multiply and the add; Kaplan et al. 2020, §2.1), plus attention's two products with the keys it sees:
+
+    linear    2 * layers * (d*(d + 2*kv) + d*d + 3*d*ffn)    q, k, v, o and the SwiGLU MLP (kv = kv_heads*head_dim)
+    head      2 * d * V                                      only where a log-prob or a draw is needed
+    attention 2 * layers * 2 * d * ctx                       q k^T and a v over ctx keys
+
+and a backward pass costs twice its forward. A GRPO step's *useful* work is the work no correct
+engine can skip:
+
+    prefill   the B prompts' real tokens once (padding is not useful), the head at the last one
+    decode    each completion token after the first: one forward of the token before it
+    learn     forward + backward of the rows whose advantage is not 0 (the others add 0 to the
+              gradient), prompt and completion, the head at the completion's positions
+
+Lengths are the step's mean prompt and completion lengths; attention's context is taken at its mean
+(it is ~3 % of the arithmetic here). `machine_rate` times torch.mm at the model's own shapes, so that a
+step's FLOP rate reads as a fraction of what this machine's matrix units deliver.
+
+Symbol | Shape | Description
+d      | int   | hidden size;  ffn: the MLP's width;  V: vocabulary size;  kv: key/value width
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of a Llama-style decoder that its FLOPs depend on."""
+    layers: int
+    d: int
+    ffn: int
+    vocab: int
+    kv: int        # width of k and v (= d without grouped-query attention)
+
+    @classmethod
+    def of(cls, config) -> "Shape":
+        """From a transformers config (LlamaConfig, Qwen2Config, ...)."""
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size,
+                   kv_heads * head_dim)
+
+    def linear(self) -> int:
+        """Forward FLOPs per token of the decoder's linear layers."""
+        d = self.d
+        return 2 * self.layers * (d * (d + 2 * self.kv) + d * d + 3 * d * self.ffn)
+
+    def head(self) -> int:
+        """Forward FLOPs of the LM head at one position."""
+        return 2 * self.d * self.vocab
+
+    def attention(self, ctx: float) -> float:
+        """Forward FLOPs per token of attention over `ctx` keys."""
+        return 2 * self.layers * 2 * self.d * ctx
+
+
+def step_flops(shape: Shape, prompts: int, group: int, prompt_len: float, completion_len: float,
+               kept_rows: float) -> dict[str, float]:
+    """Useful FLOPs of one GRPO step (module docstring), by part.
+
+    prompts B, group G, mean real prompt and completion lengths (tokens, EOS included), and the rows
+    that carry a non-zero advantage. Returns {"prefill", "decode", "learn", "total"}.
+    """
+    P, L = prompt_len, completion_len
+    prefill = prompts * P * (shape.linear() + shape.attention((P + 1) / 2)) + prompts * shape.head()
+    decode = prompts * group * max(L - 1, 0) * (shape.linear() + shape.head() + shape.attention(P + L / 2))
+    seq = P + L
+    learn = 3 * kept_rows * (seq * (shape.linear() + shape.attention((seq + 1) / 2)) + L * shape.head())
+    return {"prefill": prefill, "decode": decode, "learn": learn, "total": prefill + decode + learn}
+
+
+def machine_rate(shape: Shape, dtype: torch.dtype, tokens: int = 4096, seconds: float = 1.0) -> float:
+    """This machine's torch.mm rate (FLOP/s) on one token-block through the model's linear layers and head:
+    (tokens, d) @ (d, d), (d, kv) x 2, (d, d), (d, ffn) x 2, (ffn, d) and (d, V), run in turn for ~`seconds`."""
+    g = torch.Generator().manual_seed(0)
+    d, f, v, kv = shape.d, shape.ffn, shape.vocab, shape.kv
+    dims = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d), (d, v)]
+    xs = {k: torch.randn(tokens, k, generator=g).to(dtype) for k in {d, f}}
+    ws = [torch.randn(k, n, generator=g).to(dtype) for k, n in dims]
+    flops = sum(2 * tokens * k * n for k, n in dims)
+    for _ in range(2):   # warm up (oneDNN picks and caches its kernels)
+        for (k, _n), w in zip(dims, ws):
+            xs[k] @ w
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        for (k, _n), w in zip(dims, ws):
+            xs[k] @ w
+        reps += 1
+    return reps * flops / (time.perf_counter() - t0)
