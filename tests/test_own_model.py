@@ -88,8 +88,9 @@ class Scripted(torch.nn.Module):
 def test_sampling_stops_a_row_at_any_of_its_stop_ids():
     script = [[5, 7, 5, 5], [5, 5, 8, 5], [5, 5, 5, 5]]                        # stop ids 7 and 8; row 2 never stops
     ids, mask = pad_prompts([[4, 4]] * 3, 0)
+    # the script is indexed by batch row, which compaction renumbers as rows finish: keep every row in the batch
     s = sample_group(Scripted(script, 2), ids, mask, group_size=1, max_new_tokens=4, eos_id=[7, 8], pad_id=0,
-                     greedy=True)
+                     greedy=True, compact=False)
     assert s.completion_ids.tolist() == [[5, 7, 0, 0], [5, 5, 8, 0], [5, 5, 5, 5]]
     assert s.completion_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
     assert s.truncated.tolist() == [False, False, True]
