@@ -47,7 +47,7 @@ STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_e
 # Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
 VARIANTS = {
     "minigrpo": {"default": {},                                    # float32, the reproducible course default
-                 "fast": {"dtype": "bfloat16", "draw": "inverse_cdf"}},
+                 "fast": {"dtype": "bfloat16", "draw": "inverse_cdf", "torch_compile": True}},   # compiles ~25 s
     "trl": {"default": {},                                         # transformers' default attention (SDPA), float32
             "fast": {"attn": "eager"}},                            # eager attention, float32
 }
@@ -315,13 +315,14 @@ def table(rows: list[dict], a, rates: dict[str, float]) -> str:
     acc = lambda k: "/".join(f"{100 * r['accuracy']:.1f}" for r in by[k])
     seeds = max(len(v) for v in by.values())
     lines = [f"B={a.prompts} prompts x G={a.group}, {a.steps} steps, {seeds} seeds (medians over seeds)",
-             f"{'':18}{'s/step':>8}{'compl/s':>9}{'tok/s':>8}{'GFLOP/s':>9}{'of mm':>7}{'peak MB':>9}"
+             f"{'':18}{'s/step':>8}{'compl/s':>9}{'tok/s':>8}{'GFLOP/s':>9}{'of mm':>7}{'run s':>7}{'peak MB':>9}"
              f"   held-out accuracy % per seed"]
     for k in keys:
         precision = PRECISION.get(k, "float32")
         share = med(k, "useful_gflop_s") * 1e9 / rates[precision]
         lines.append(f"{k[0] + ' ' + k[1]:18}{med(k, 'step_s'):8.3f}{med(k, 'completions_per_s'):9.0f}"
                      f"{med(k, 'tokens_per_s'):8.0f}{med(k, 'useful_gflop_s'):9.1f}{100 * share:6.0f}%"
+                     f"{statistics.median(r.get('wall_s', 0.0) for r in by[k]):7.0f}"
                      f"{med(k, 'peak_rss_mb'):9.0f}   {acc(k)}")
     speed = lambda k: med(k, "completions_per_s") if by.get(k) else None
     for mine, theirs in ((("minigrpo", "default"), ("trl", "default")), (("minigrpo", "fast"), ("trl", "fast")),
@@ -329,6 +330,7 @@ def table(rows: list[dict], a, rates: dict[str, float]) -> str:
         if speed(mine) and speed(theirs):
             lines.append(f"ratio {' '.join(mine)} / {' '.join(theirs)}: {speed(mine) / speed(theirs):.1f}x "
                          f"completions per second")
+    lines.append("run s: the whole run's wall seconds, the first steps (and torch.compile's compilation) included")
     lines.append("of mm: useful FLOP/s as a share of this machine's torch.mm rate at the model's shapes, in the "
                  "precision used (" + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()) + ")")
     return "\n".join(lines)
