@@ -47,7 +47,7 @@ STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_e
 # Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
 VARIANTS = {
     "minigrpo": {"default": {},                                    # float32, the reproducible course default
-                 "fast": {"dtype": "bfloat16", "draw": "inverse_cdf", "torch_compile": True}},   # compiles ~25 s
+                 "fast": {"dtype": "bfloat16", "draw": "inverse_cdf"}},   # (torch_compile: no faster per step)
     "trl": {"default": {},                                         # transformers' default attention (SDPA), float32
             "fast": {"attn": "eager"}},                            # eager attention, float32
 }

@@ -1,4 +1,4 @@
-"""Command line: python -m minigrpo {data,sft,train,eval,compare,ablate} [options] (see README.md).
+"""Command line: python -m minigrpo {data,sft,train,doctor,eval,compare,ablate} [options] (see README.md).
 
 Every field of minigrpo.config.Config is an option (--group_size 16 or --group-size 16), parsed by
 transformers' HfArgumentParser: the preset, then a --config file (JSON or YAML, e.g. a run's
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="continue an interrupted GRPO run from its checkpoint folder (with its config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("doctor", parents=[fields], help="pre-flight check of a GRPO run (the same options as train): "
+                       "truncation, signal, sampler mismatch, settings, one step's time and memory")
+    p.add_argument("--init", help="check the policy in this checkpoint (default: the run's SFT checkpoint, if any)")
+    p.add_argument("--prompts", type=int, default=16, help="prompts whose groups are sampled (default: 16)")
+
     from .course.compare import DEFAULTS, METHODS  # stdlib only at import: cheap
     p = sub.add_parser("compare", help="lesson 8: GRPO vs PPO vs REINFORCE vs RLOO from one SFT start")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -151,6 +156,11 @@ def _run(args) -> int:
         return 0
     cfg = _config(args)
     from .pipeline import format_table, run_sft, run_train
+    if args.command == "doctor":
+        from .doctor import LEVELS, preflight, report
+        which, findings = preflight(cfg, init=args.init, prompts=args.prompts)
+        print(report(which, findings))
+        return 1 if any(f.level == LEVELS[-1] for f in findings) else 0
     if args.command == "sft":
         _, _, before = run_sft(cfg, init=args.init)
         print(json.dumps({"sft": before, "checkpoint": f"{cfg.out_dir}/sft"}, indent=2))

@@ -21,6 +21,7 @@ from .advantage import baseline_advantages, group_advantages
 from .checkpoint import CheckpointError, reference_record, restore, save_checkpoint
 from .config import save_config
 from .data import prompt_batch
+from .doctor import Watch
 from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
 from .evaluate import evaluate
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
@@ -147,6 +148,9 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                             rows=state["extra"].get("metrics") if resume else None)
         traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
+    watch = Watch(cfg)   # the doctor's rules on the metrics: a one-line diagnosis the first time one fires
+    for old in (log.rows if log is not None else []):   # a resumed run: the rules that fired before stay quiet
+        watch.check({k: v for k, v in old.items() if k != "doctor"})
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
@@ -193,6 +197,12 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                         row["eval_complete_share"] = ev["complete_share"]
                         row["eval_style_shares"] = ev["style_shares"]
                 if r.main:
+                    notes = watch.check(row)
+                    if notes:   # in the metrics file too
+                        row["doctor"] = notes
+                        if progress:
+                            for note in notes:
+                                tqdm.write(note)
                     log.log(row)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)

@@ -1,0 +1,291 @@
+"""`python -m minigrpo doctor`: a pre-flight check of a GRPO run, and the same kind of rules watching its metrics.
+
+The questions GRPO users ask most on trainers' issue trackers are a few: the loss is 0, the reward stays 0
+(completions cut off by the limit), every group has the same reward, the sampler's and the trainer's
+log-probs disagree, entropy collapsed, the answers keep getting longer. The engine knows its config and
+sees every metric, so it can say which of these is happening, why, what to change, and which lesson
+explains it.
+
+    preflight(cfg)      before training: samples a few groups with the run's settings and times one step
+    Watch(cfg).check(row)   during training: a diagnosis the first time a rule fires (trainer.train_grpo)
+
+Each finding is one line: OK, WARN or FAIL, the measured number, why, the fix, the lesson.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+LEVELS = ("OK", "WARN", "FAIL")
+
+
+@dataclass
+class Finding:
+    """One rule's verdict: level (OK | WARN | FAIL), what was measured, why it matters, the fix, the lesson."""
+    level: str
+    rule: str
+    measured: str
+    why: str
+    fix: str = ""
+    lesson: str = ""
+
+    def line(self) -> str:
+        fix = f" Fix: {self.fix}" if self.fix and self.level != "OK" else ""
+        see = f" (lesson {self.lesson})" if self.lesson else ""
+        return f"{self.level:4} {self.rule}: {self.measured}. {self.why}.{fix}{see}"
+
+
+def zero_variance_expected(pass_rates: list[float], group_size: int) -> float:
+    """The share of groups whose G rewards are all equal when prompt i is solved with probability p_i:
+    the mean of p^G + (1-p)^G (all right or all wrong) over the prompts."""
+    return sum(p ** group_size + (1 - p) ** group_size for p in pass_rates) / len(pass_rates)
+
+
+# ---------------------------------------------------------------- the settings alone
+
+
+def settings_findings(cfg, parameters: int) -> list[Finding]:
+    """Settings outside what the course found to work, and combinations that cannot work."""
+    out = []
+    small = parameters < 20_000_000
+    top = 5e-4 if small else 1e-5   # the course: 1e-4 .. 3e-4 at 1-10M parameters; the README's 0.5B recipe 1e-6
+    if cfg.lr > top:
+        out.append(Finding("WARN", "learning rate", f"lr={cfg.lr:g} for {parameters / 1e6:.1f}M parameters",
+                           f"above {top:g}, the most the course found to work at this size; RL updates this "
+                           "large overshoot and clip or collapse", f"--lr {top / 5:g}", "6"))
+    else:
+        out.append(Finding("OK", "learning rate", f"lr={cfg.lr:g} for {parameters / 1e6:.1f}M parameters",
+                           "within the range the course found to work"))
+    if cfg.warmup_steps == 0:
+        out.append(Finding("WARN", "warm-up", "warmup_steps=0", "Adam's first steps are as large as lr whatever "
+                           "the gradient's size", "--warmup_steps 10", "6"))
+    if cfg.group_size < 4:
+        out.append(Finding("WARN", "group size", f"G={cfg.group_size}", "the group's mean and std of so few "
+                           "rewards are noisy baselines, and most groups come out all equal", "--group_size 8", "2"))
+    if cfg.eps_low > 0.5 or cfg.eps_high > 0.5:
+        out.append(Finding("WARN", "clip range", f"eps_low={cfg.eps_low:g}, eps_high={cfg.eps_high:g}",
+                           "a ratio allowed to move this far is hardly a trust region", "--eps_low 0.2 "
+                           "--eps_high 0.28", "3"))
+    if cfg.num_iterations == 1 and (cfg.eps_low, cfg.eps_high, cfg.delta) != (0.2, 0.28, 0.0) \
+            and cfg.loss_type != "cispo":
+        out.append(Finding("WARN", "clip never acts", f"mu=1 with eps_low={cfg.eps_low:g}, eps_high={cfg.eps_high:g}",
+                           "with one update per batch the ratio is exactly 1 when the gradient is taken, so "
+                           "these settings change nothing", "--num_iterations 2 (or leave the clip range)", "3"))
+    if cfg.beta > 0.1:
+        out.append(Finding("WARN", "KL coefficient", f"beta={cfg.beta:g}", "a pull to the reference this strong "
+                           "can outweigh the reward (DeepSeekMath used 0.04)", "--beta 0.04 (or 0)", "4"))
+    return out
+
+
+# ---------------------------------------------------------------- what the sampled groups show
+
+
+def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: list[bool], rewards: list[float],
+                    logp_diff: float, prompts: int) -> list[Finding]:
+    """Findings from sampled groups: N rows, G per group, in order."""
+    G = cfg.group_size
+    out = []
+    trunc = sum(truncated) / len(truncated)
+    ends = sorted(lengths)
+    p99 = ends[min(len(ends) - 1, math.ceil(0.99 * len(ends)) - 1)]
+    cover = f"the limit that covers 99% is {p99}" if trunc <= 0.01 else f"more than {cfg.max_new_tokens} is needed"
+    level = "FAIL" if trunc >= 0.5 else "WARN" if trunc >= 0.05 else "OK"
+    out.append(Finding(level, "truncation", f"{100 * trunc:.1f}% of completions hit max_new_tokens="
+                       f"{cfg.max_new_tokens}; {cover}",
+                       "a cut-off completion has no final answer, so its reward is 0 whatever it was doing",
+                       f"--max_new_tokens {max(2 * cfg.max_new_tokens, p99)} (or --overlong_cache / "
+                       "--mask_truncated)", "9"))
+    groups = [list(range(i, i + G)) for i in range(0, len(rewards), G)]
+    pass_rates = [sum(correct[j] for j in g) / G for g in groups]
+    p = sum(pass_rates) / len(pass_rates)
+    expected = zero_variance_expected(pass_rates, G)
+    equal = sum(len({rewards[j] for j in g}) == 1 for g in groups) / len(groups)
+    informative = prompts * (1 - equal)
+    measured = (f"pass rate {100 * p:.0f}%, so p^G + (1-p)^G puts {100 * expected:.0f}% of groups at one reward "
+                f"(G={G}); {100 * equal:.0f}% of the sampled groups had equal rewards: about "
+                f"{informative:.0f} informative groups of {prompts} per step")
+    if equal == 1.0:
+        hint = "too hard: SFT first (--sft_steps)" if p == 0 else "too easy, or a reward that cannot tell the " \
+            "completions apart" if p == 1 or len(set(rewards)) == 1 else "a reward that gives a group one value"
+        out.append(Finding("FAIL", "signal", measured, "every advantage is 0: GRPO learns nothing", hint, "2"))
+    elif equal > 0.9:
+        out.append(Finding("WARN", "signal", measured, "most groups teach nothing and the step is spent on them",
+                           "--dynamic_sampling true, a larger G, or harder / easier prompts", "9"))
+    else:
+        out.append(Finding("OK", "signal", measured, "enough groups whose completions differ in reward"))
+    level = "FAIL" if logp_diff > 1.0 else "WARN" if logp_diff > 0.1 else "OK"
+    mismatch = bool(cfg.sample_dtype) and cfg.sample_dtype != cfg.dtype
+    out.append(Finding(level, "sampler vs trainer", f"largest |log-prob difference| {logp_diff:.2g} on the same "
+                       "tokens", "the ratio assumes the sampler's policy is the one being trained"
+                       + ("; the truncated importance weight (is_cap) corrects for it" if mismatch else ""),
+                       "--sample_dtype float32 (or a lower --is_cap)" if mismatch else
+                       "sample and train in one precision (--dtype)", "5"))
+    return out
+
+
+def memory_estimate(cfg, model, rows: int, seq: int) -> float:
+    """Bytes one GRPO update needs, roughly: float32 weights, gradients and AdamW's two moments (16 bytes a
+    parameter), a reference copy when beta > 0, and the activations the backward keeps for a micro-batch
+    (about 20 hidden-sized and 3 MLP-wide float32 values per token per layer)."""
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    chunk = cfg.micro_batch_size or rows
+    per_token = c.num_hidden_layers * (20 * c.hidden_size + 3 * c.intermediate_size) * 4
+    width = 2 if cfg.dtype != "float32" else 4
+    return n * (16 + (4 if cfg.beta > 0 else 0)) + chunk * seq * per_token * width / 4
+
+
+# ---------------------------------------------------------------- the pre-flight check
+
+
+def start_policy(cfg, init: str | None, device):
+    """The policy GRPO would start from: --init, else the run's SFT checkpoint, else --model, else a fresh model."""
+    from .checkpoint import load_model
+    from .model import build_model
+    from .pipeline import load_pretrained, prepare_tokenizer
+    from .tokenizer import build_tokenizer
+    sft = os.path.join(cfg.out_dir, "sft")
+    if init:
+        model, tok = load_model(init, device)
+        return model, prepare_tokenizer(tok), f"--init {init}"
+    if os.path.isdir(sft):
+        model, tok = load_model(sft, device)
+        return model, prepare_tokenizer(tok), f"the run's SFT checkpoint {sft}"
+    if cfg.model:
+        model, tok = load_pretrained(cfg.model, device)
+        return model, tok, f"--model {cfg.model} as it is (no SFT checkpoint at {sft} yet)"
+    tok = build_tokenizer()
+    return build_model(cfg, tok), tok, f"a fresh model (no SFT checkpoint at {sft}: train or sft writes one)"
+
+
+def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, list[Finding]]:
+    """Sample `prompts` groups with the run's settings from the policy GRPO would start from, time one step of
+    the run's size, and check the settings. Returns (which policy, findings)."""
+    from .data import prompt_batch
+    from .model import completion_logprobs, pick_device, precision, sync_clock
+    from .optim import make_optimizer
+    from .pipeline import check_model, prepare_model, seed_everything, split
+    from .reward import parse_reward
+    from .sampler import rollout
+    from .trainer import grpo_step
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model, tok, which = start_policy(cfg, init, device)
+    check_model(cfg, model, tok, device)
+    model = prepare_model(model, device)
+    train = split(cfg, "train", tok)
+    reward_fn = parse_reward(cfg.reward)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    batch = prompt_batch(train, 0, min(prompts, cfg.prompts_per_step), cfg.seed)
+    with precision(device, cfg.sample_dtype or cfg.dtype):
+        ro = rollout(model, tok, batch, reward_fn, cfg, gen)
+    s = ro.samples
+    with torch.no_grad(), precision(device, cfg.dtype):
+        trained = completion_logprobs(model, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask,
+                                      cfg.temperature).float()
+    diff = ((trained - s.logps).abs() * s.completion_mask).max().item()
+    lengths = s.completion_mask.sum(1).tolist()
+    findings = settings_findings(cfg, sum(p.numel() for p in model.parameters()))
+    findings += sample_findings(cfg, lengths, s.truncated.tolist(), ro.correct, ro.rewards.tolist(), diff,
+                                cfg.prompts_per_step)
+    # one step of the run's size, on a copy (the policy and the generator are left as they were)
+    twin = copy.deepcopy(model)
+    opt = make_optimizer(twin.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
+    t0 = sync_clock(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    row = grpo_step(twin, ref, tok, opt, prompt_batch(train, 0, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
+                    torch.Generator(device=device).manual_seed(cfg.seed + 1))
+    seconds = sync_clock(device) - t0
+    seq = s.prompt_ids.shape[1] + cfg.max_new_tokens
+    estimate = memory_estimate(cfg, model, cfg.prompts_per_step * cfg.group_size, seq)
+    measured = (f", measured peak {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB"
+                if device.type == "cuda" else "")
+    findings.append(Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
+                            f"completions on {device}; about {estimate / 2**20:,.0f} MB by estimate{measured}; "
+                            f"{cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min",
+                            f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s"))
+    return which, findings
+
+
+def report(which: str, findings: list[Finding]) -> str:
+    lines = [f"doctor: GRPO would start from {which}"] + [f.line() for f in findings]
+    worst = max((LEVELS.index(f.level) for f in findings), default=0)
+    lines.append(f"doctor: {sum(f.level == 'WARN' for f in findings)} WARN, "
+                 f"{sum(f.level == 'FAIL' for f in findings)} FAIL -> {LEVELS[worst]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- during training
+
+
+class Watch:
+    """The rules, on the logged metric rows: each fires once, with a one-line diagnosis (returned, and kept in
+    the row's "doctor" field by the trainer). Windows are the last `window` steps, so one noisy step is not a
+    diagnosis."""
+
+    def __init__(self, cfg, window: int = 10):
+        self.cfg, self.window = cfg, window
+        self.rows, self.fired = [], set()
+
+    def check(self, row: dict) -> list[str]:
+        self.rows.append(row)
+        out = []
+        for f in self._rules():
+            if f.rule not in self.fired:
+                self.fired.add(f.rule)
+                out.append(f"step {row.get('step', len(self.rows))}: {f.line()}")
+        return out
+
+    def _mean(self, key: str, rows=None) -> float | None:
+        rows = self.rows[-self.window:] if rows is None else rows
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        return sum(values) / len(values) if values else None
+
+    def _rules(self) -> list[Finding]:
+        cfg, last = self.cfg, self.rows[-1]
+        full = len(self.rows) >= self.window
+        out = []
+        if abs(last.get("loss", 1.0)) < 1e-6 and last.get("grad_norm", 0.0) > 1e-6:
+            out.append(Finding("OK", "loss is 0", f"loss {last['loss']:.1e} with gradient norm "
+                               f"{last['grad_norm']:.2g}", "normal: at theta = theta_old the group-normalised "
+                               "advantages sum to 0, so the loss does too, but its gradient does not", "", "4"))
+        if not full:
+            return out
+        zero = self._mean("zero_var_frac")
+        if zero is not None and zero > 0.9:
+            out.append(Finding("WARN", "no signal", f"{100 * zero:.0f}% of groups had equal rewards over the last "
+                               f"{self.window} steps", "the prompts are too easy or too hard for the policy now",
+                               "--dynamic_sampling true, or harder prompts", "9"))
+        trunc = self._mean("truncated_frac")
+        if trunc is not None and trunc > 0.2:
+            out.append(Finding("WARN", "truncation", f"{100 * trunc:.0f}% of completions cut off at "
+                               f"max_new_tokens={cfg.max_new_tokens}", "a cut-off completion gets reward 0",
+                               "raise --max_new_tokens (or --overlong_cache)", "9"))
+        clip = self._mean("clip_low") + self._mean("clip_high") if self._mean("clip_low") is not None else 0.0
+        if clip > 0.2:
+            out.append(Finding("WARN", "clipping", f"{100 * clip:.0f}% of tokens clipped",
+                               "each update moves the policy past the trust region", "a lower --lr", "3"))
+        first = self._mean("entropy", self.rows[:self.window])
+        now = self._mean("entropy")
+        if first and now is not None and now < 0.2 * first and clip == 0.0:
+            out.append(Finding("WARN", "entropy collapse", f"entropy {now:.3g}, from {first:.3g}, with nothing "
+                               "clipped", "the policy is turning deterministic and stops exploring",
+                               "clip-higher (--eps_high 0.28) with --num_iterations 2, or a lower --lr", "9"))
+        start_len = self._mean("completion_len", self.rows[:self.window])
+        now_len = self._mean("completion_len")
+        if start_len and now_len is not None and now_len > 1.5 * start_len:
+            out.append(Finding("WARN", "longer answers", f"mean completion {now_len:.1f} tokens, from "
+                               f"{start_len:.1f}", "length the reward pays for, or a per-sequence loss "
+                               "that favours long wrong answers", "--loss_type dapo or dr_grpo", "9"))
+        kl_first, kl_now = self._mean("kl", self.rows[:self.window]), self._mean("kl")
+        if cfg.beta > 0 and kl_now is not None and kl_now > 0.1 and kl_now > 2 * (kl_first or 0.0):
+            out.append(Finding("WARN", "rising KL", f"KL to the reference {kl_now:.3g}, from {kl_first:.3g}",
+                               f"beta={cfg.beta:g} no longer holds the policy near the reference",
+                               "a lower --lr or a larger --beta", "4"))
+        return out
