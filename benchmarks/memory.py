@@ -50,6 +50,7 @@ def measure(case: str, rows: int, prompt: int, completion: int, vocab: int, micr
     from transformers import Qwen2Config, Qwen2ForCausalLM
     import minigrpo.optim as optim
     from minigrpo.config import make_config
+    from minigrpo.doctor import cpu_peak
     from minigrpo.sampler import Samples
 
     torch.manual_seed(0)
@@ -84,23 +85,6 @@ def measure(case: str, rows: int, prompt: int, completion: int, vocab: int, micr
         upd, peak = cpu_peak(lambda: optim.update_policy(model, opt, s, adv, s.completion_mask.float(), cfg))
     return {"case": case, "peak_mb": peak / 2**20, "loss": upd.loss, "grad_norm": upd.grad_norm,
             "logits_mb": rows * completion * vocab * 4 / 2**20}
-
-
-def cpu_peak(work):
-    """(work(), the peak bytes of tensors alive at once while it ran, above the start) from the profiler's memory
-    timeline (torch.profiler: every CPU allocation and free, by category)."""
-    import tempfile
-    import warnings
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        out = work()
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)   # deprecated for CUDA's snapshots; the CPU has no other
-        prof.export_memory_timeline(os.path.join(d, "timeline.json"), device="cpu")
-        with open(os.path.join(d, "timeline.json"), encoding="utf-8") as f:
-            _, sizes = json.load(f)
-    totals = [sum(s) for s in sizes]
-    return out, max(totals) - totals[0]
 
 
 def run(case: str, rows: int, prompt: int, completion: int, vocab: int, micro: int, device: str) -> dict:

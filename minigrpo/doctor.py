@@ -127,16 +127,34 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
     return out
 
 
-def memory_estimate(cfg, model, rows: int, seq: int) -> float:
-    """Bytes one GRPO update needs, roughly: float32 weights, gradients and AdamW's two moments (16 bytes a
-    parameter), a reference copy when beta > 0, and the activations the backward keeps for a micro-batch
-    (about 20 hidden-sized and 3 MLP-wide float32 values per token per layer)."""
+def memory_estimate(cfg, model, rows: float, seq: int) -> tuple[float, float]:
+    """Bytes one GRPO update needs, roughly: (the state: float32 weights, gradients and AdamW's two moments,
+    16 bytes a parameter, and a reference copy when beta > 0; the activations the backward keeps for a
+    micro-batch of the `rows` trained: about 20 hidden-sized and 3 MLP-wide values per token per layer)."""
     c = model.config
     n = sum(p.numel() for p in model.parameters())
-    chunk = cfg.micro_batch_size or rows
+    chunk = min(cfg.micro_batch_size or rows, rows)
     per_token = c.num_hidden_layers * (20 * c.hidden_size + 3 * c.intermediate_size) * 4
     width = 2 if cfg.dtype != "float32" else 4
-    return n * (16 + (4 if cfg.beta > 0 else 0)) + chunk * seq * per_token * width / 4
+    return n * (16 + (4 if cfg.beta > 0 else 0)), chunk * seq * per_token * width / 4
+
+
+def cpu_peak(work):
+    """(work(), the most bytes of tensors alive at once while it ran, above what was alive when it began), from
+    torch.profiler's memory timeline (every CPU allocation and free)."""
+    import json
+    import tempfile
+    import warnings
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        out = work()
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # deprecated for CUDA's snapshots; the CPU has no other
+        prof.export_memory_timeline(os.path.join(d, "timeline.json"), device="cpu")
+        with open(os.path.join(d, "timeline.json"), encoding="utf-8") as f:
+            _, sizes = json.load(f)
+    totals = [sum(s) for s in sizes]
+    return out, max(totals) - totals[0]
 
 
 # ---------------------------------------------------------------- the pre-flight check
@@ -164,7 +182,8 @@ def start_policy(cfg, init: str | None, device):
 
 def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, list[Finding]]:
     """Sample `prompts` groups with the run's settings from the policy GRPO would start from, time one step of
-    the run's size, and check the settings. Returns (which policy, findings)."""
+    the run's size (the second of two, on a copy), measure its update's memory (on the CPU under the profiler,
+    on CUDA by the allocator's peak), and check the settings. Returns (which policy, findings)."""
     from .data import prompt_batch
     from .model import completion_logprobs, pick_device, precision, sync_clock
     from .optim import make_optimizer
@@ -196,19 +215,36 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     twin = copy.deepcopy(model)
     opt = make_optimizer(twin.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
-    t0 = sync_clock(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    row = grpo_step(twin, ref, tok, opt, prompt_batch(train, 0, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
-                    torch.Generator(device=device).manual_seed(cfg.seed + 1))
-    seconds = sync_clock(device) - t0
+    for k in range(2):   # the second is timed: the first warms caches and kernels up
+        t0 = sync_clock(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        row = grpo_step(twin, ref, tok, opt, prompt_batch(train, k, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
+                        torch.Generator(device=device).manual_seed(cfg.seed + 1))
+        seconds = sync_clock(device) - t0
     seq = s.prompt_ids.shape[1] + cfg.max_new_tokens
-    estimate = memory_estimate(cfg, model, cfg.prompts_per_step * cfg.group_size, seq)
-    measured = (f", measured peak {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB"
-                if device.type == "cuda" else "")
+    trained = cfg.prompts_per_step * cfg.group_size * (1 - row["zero_var_frac"] if cfg.skip_zero_adv else 1)
+    state, activations = memory_estimate(cfg, model, trained, seq)
+    MB = 2**20
+    if device.type == "cuda":
+        measured = f"measured peak {torch.cuda.max_memory_allocated(device) / MB:,.0f} MB"
+    else:   # the update again, on the next batch, under the profiler: what it allocates above its start
+        from .advantage import group_advantages
+        from .loss import loss_mask
+        from .optim import update_policy
+        with precision(device, cfg.sample_dtype or cfg.dtype):
+            nxt = rollout(twin, tok, prompt_batch(train, 2, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
+                          torch.Generator(device=device).manual_seed(cfg.seed + 2))
+        adv = group_advantages(nxt.rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)
+        mask = loss_mask(nxt.samples.completion_mask, nxt.samples.truncated, cfg.mask_truncated)
+        _, peak = cpu_peak(lambda: update_policy(twin, opt, nxt.samples, adv, mask, cfg, ref_logp=None,
+                                                 skip_zero_adv=cfg.skip_zero_adv and cfg.beta == 0))
+        grads = sum(p.numel() for p in model.parameters()) * 4
+        measured = (f"the update measured {peak / MB:,.0f} MB above its start on the CPU, against "
+                    f"{(grads + activations) / MB:,.0f} MB estimated for its gradients and activations")
     findings.append(Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
-                            f"completions on {device}; about {estimate / 2**20:,.0f} MB by estimate{measured}; "
-                            f"{cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min",
+                            f"completions on {device}; {cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min; "
+                            f"about {(state + activations) / MB:,.0f} MB by estimate; {measured}",
                             f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s"))
     return which, findings
 
