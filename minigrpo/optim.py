@@ -3,7 +3,9 @@
 `update_policy` is the inner loop of DeepSeekMath's Algorithm 1: mu times, maximise the objective on
 the batch sampled from pi_old. GRPO, REINFORCE and RLOO (adv (N,), one per completion) and PPO
 (adv (N, T), one per token) all update through it. With mu = 1, pi_old is `logp.detach()`; with
-mu > 1 it is the sampler's log-probs (they equal the training forward's). With cfg.micro_batch_size
+mu > 1 it is the sampler's log-probs (they equal the training forward's). A sampler in another precision
+(cfg.sample_dtype) is not pi_old: then pi_old is the trainer's (recomputed for mu > 1) and each token's policy
+term is weighted by min(pi_old / pi_sampler, cfg.is_cap), truncated importance sampling. With cfg.micro_batch_size
 the rows go through the forward and backward m at a time, each chunk's loss weighted by its share of
 the batch (loss.batch_share), so the accumulated gradient is the one-batch gradient.
 """

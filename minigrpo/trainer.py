@@ -21,7 +21,7 @@ from .advantage import baseline_advantages, group_advantages
 from .checkpoint import CheckpointError, reference_record, restore, save_checkpoint
 from .config import save_config
 from .data import prompt_batch
-from .doctor import Watch
+from .diagnose import Watch
 from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
 from .evaluate import evaluate
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
