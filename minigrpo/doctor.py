@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from .advantage import zero_variance_fraction
 from .diagnose import LEVELS, Finding, Watch  # noqa: F401  (Watch: the same rules during training)
 
 
@@ -86,7 +87,7 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
     pass_rates = [sum(correct[j] for j in g) / G for g in groups]
     p = sum(pass_rates) / len(pass_rates)
     expected = zero_variance_expected(pass_rates, G)
-    equal = sum(len({rewards[j] for j in g}) == 1 for g in groups) / len(groups)
+    equal = zero_variance_fraction(torch.tensor(rewards), G)
     informative = prompts * (1 - equal)
     measured = (f"pass rate {100 * p:.0f}%, so p^G + (1-p)^G puts {100 * expected:.0f}% of groups at one reward "
                 f"(G={G}); {100 * equal:.0f}% of the sampled groups had equal rewards: about "

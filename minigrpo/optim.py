@@ -160,7 +160,8 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
             is_weight = None
             if mismatch:   # truncated importance sampling: the tokens came from the sampler, not pi_old
                 gap = (old_logp - s.logps[rows]) * mask[rows]                      # (k, T) log pi_old / pi_sampler
-                is_weight = gap.exp().clamp(max=cfg.is_cap)                        # (k, T)
+                raw = gap.exp()                                                    # (k, T) pi_old / pi_sampler
+                is_weight = raw.clamp(max=cfg.is_cap)                              # (k, T)
                 if cfg.num_iterations == 1:
                     diffs.append(gap.abs().max())
             part, part_stats = grpo_loss(
@@ -173,7 +174,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
                 m = mask[rows].to(logp.dtype)
                 n = m.sum().clamp(min=1)
                 part_stats["is_weight_mean"] = (is_weight * m).sum() / n
-                part_stats["is_capped"] = ((gap.exp() > cfg.is_cap) & mask[rows].bool()).to(logp.dtype).sum() / n
+                part_stats["is_capped"] = ((raw > cfg.is_cap) & mask[rows].bool()).to(logp.dtype).sum() / n
             share = batch_share(mask, rows, cfg.loss_type, total_rows, total_tokens)   # its share of the batch's loss
             part = part * share * weight
             part_stats["tokens"] = part_stats["tokens"] * weight                 # a weight-0 row is not counted
