@@ -17,7 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .config import Config
 
@@ -195,6 +195,11 @@ def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, t
     out = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                         use_cache=False)
     hidden = out.last_hidden_state[:, -(T + 1):-1, :]                             # (N, T, d) predicts c_t
+    return _head(lm, hidden, completion_ids, temperature)
+
+
+def _head(lm, hidden: torch.Tensor, completion_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """LinearLogprob of the hidden states (N, T, d) that predict `completion_ids` (N, T): log-probs (N, T)."""
     head = lm.get_output_embeddings()
     device = hidden.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
@@ -204,20 +209,68 @@ def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, t
     return logp.view(completion_ids.shape)
 
 
+def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                           temperature: float) -> torch.Tensor:
+    """head_logprobs with each distinct prompt run once: the G rows of a group share their prompt's keys and values.
+
+    The G completions of a prompt see the same P prompt tokens, so the decoder's work on them is the same G
+    times over. Here the U distinct prompts among the N rows go through the decoder once, with a KV cache
+    (autograd records it); each row takes its prompt's cache and last hidden state by index, and only the
+    completion tokens go through the decoder again. The backward sums each prompt's gradient over its rows
+    (the index's backward), so the result and its gradient are those of the full forward, up to rounding.
+    Work: U*P + N*(T-1) token forwards instead of N*(P+T).
+
+    Symbol          | Shape  | Description
+    prompt_ids      | (N, P) | left-padded prompt tokens, equal within a group
+    prompt_mask     | (N, P) | 1 for real prompt tokens
+    completion_ids  | (N, T) | right-padded completion tokens
+    completion_mask | (N, T) | 1 for real completion tokens
+    Returns log pi(c_t | prompt, c_<t) (N, T) at `temperature` (not masked).
+    """
+    P, T = prompt_ids.shape[1], completion_ids.shape[1]
+    prompts, row_prompt = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0,
+                                       return_inverse=True)                       # (U, 2P), (N,)
+    ids, mask = prompts[:, :P], prompts[:, P:]                                    # (U, P) each
+    cache = DynamicCache()
+    out = lm.base_model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
+                        **cache_kwarg(cache))
+    first = out.last_hidden_state[row_prompt, -1:, :]                             # (N, 1, d) predicts c_1
+    if T == 1:
+        return _head(lm, first, completion_ids, temperature)
+    cache.batch_select_indices(row_prompt)                                        # (N, ...) per layer, by index
+    attn = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)               # (N, P+T-1)
+    rest = lm.base_model(input_ids=completion_ids[:, :-1], attention_mask=attn, position_ids=positions(attn)[:, P:],
+                         use_cache=True, **cache_kwarg(cache)).last_hidden_state   # (N, T-1, d) predict c_2..c_T
+    return _head(lm, torch.cat([first, rest], dim=1), completion_ids, temperature)   # (N, T)
+
+
 class LogprobHead(torch.nn.Module):
-    """A plain-head causal LM whose forward is the training forward pass (head_logprobs), so that DDP, which
-    all-reduces only what goes through its own forward, can wrap it."""
+    """A plain-head causal LM whose forward is the training forward pass (head_logprobs, or shared_prompt_logprobs
+    with `share`), so that DDP, which all-reduces only what goes through its own forward, can wrap it."""
 
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, position_ids, completion_ids, temperature: float = 1.0):
-        return head_logprobs(self.lm, input_ids, attention_mask, position_ids, completion_ids, temperature)
+    def forward(self, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float = 1.0,
+                share: bool = False):
+        return plain_logprobs(self.lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, share)
+
+
+def plain_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float,
+                   share: bool) -> torch.Tensor:
+    """The training forward of a plain-head LM `lm`: shared_prompt_logprobs with `share`, else head_logprobs
+    of prompt and completion in one sequence. (N, T), not masked."""
+    if share:
+        return shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)                    # (N, P+T)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)                       # (N, P+T)
+    return head_logprobs(lm, input_ids, attn, positions(attn), completion_ids, temperature)
 
 
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                        completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
+                        completion_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                        share_prompts: bool = False):
     """Log-probs of the completion tokens under `model` (the training forward pass).
 
     Symbol          | Shape  | Description
@@ -227,16 +280,19 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     completion_mask | (N, T) | 1 for real completion tokens (EOS included), else 0
 
     Returns logp (N, T), log pi(c_t | prompt, c_<t) at `temperature` (0 where masked), and with
-    `with_entropy` the entropy (N, T) of each of those next-token distributions (no gradient).
+    `with_entropy` the entropy (N, T) of each of those next-token distributions (no gradient). With
+    `share_prompts` (a plain-head LM, no entropy), each distinct prompt goes through the decoder once
+    (shared_prompt_logprobs).
     """
     T = completion_ids.shape[1]
+    inner = base_model(model)
+    args = (prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, share_prompts)
+    if not with_entropy and isinstance(inner, LogprobHead):             # through its DDP / compile wrapper
+        return model(*args) * completion_mask
+    if not with_entropy and model is inner and plain_head(inner):       # no (N, T, V) logits at all
+        return plain_logprobs(inner, *args) * completion_mask
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)        # (N, P+T)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)            # (N, P+T)
-    inner = base_model(model)
-    if not with_entropy and isinstance(inner, LogprobHead):             # through its DDP / compile wrapper
-        return model(input_ids, attn, positions(attn), completion_ids, temperature) * completion_mask
-    if not with_entropy and model is inner and plain_head(inner):       # no (N, T, V) logits at all
-        return head_logprobs(inner, input_ids, attn, positions(attn), completion_ids, temperature) * completion_mask
     lm = inner.lm if isinstance(inner, LogprobHead) else None            # with_entropy: the LM itself (lessons)
     keep = {"logits_to_keep": T + 1} if _keeps_logits(type(lm or inner)) else {}   # the LM head at the last T+1
     out = (lm or model)(input_ids=input_ids, attention_mask=attn, position_ids=positions(attn), use_cache=False,

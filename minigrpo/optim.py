@@ -93,7 +93,7 @@ def logprobs_in_chunks(model, samples, rows: torch.Tensor, cfg) -> torch.Tensor:
         with precision(device, cfg.dtype):
             out.append(completion_logprobs(model, samples.prompt_ids[chunk], samples.prompt_mask[chunk],
                                            samples.completion_ids[chunk], samples.completion_mask[chunk],
-                                           cfg.temperature).float())
+                                           cfg.temperature, share_prompts=cfg.share_prompts).float())
     return torch.cat(out)
 
 
@@ -154,7 +154,8 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
             last = c == len(chunks) - 1
             quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
             with quiet(), precision(device, cfg.dtype):   # DDP all-reduces in the last chunk's backward only
-                logp = completion_logprobs(policy, *args(rows), cfg.temperature)   # (k, T)
+                logp = completion_logprobs(policy, *args(rows), cfg.temperature,
+                                           share_prompts=cfg.share_prompts)                 # (k, T)
             logp = logp.float()
             old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
             is_weight = None

@@ -206,6 +206,76 @@ def test_completion_logprobs_are_differentiable(model, tok):
     model.zero_grad(set_to_none=True)
 
 
+# ---------------------------------------------------------------- each prompt once per group (share_prompts)
+
+
+def group_batch(tok, G: int = 3):
+    """Two prompts of different lengths (left-padded), G completions each of different lengths (right-padded):
+    the N = 2G rows of a sampled batch, each group's rows contiguous."""
+    prompts = [encode(tok, "12+34="), encode(tok, "3x-5=10，")]
+    texts = [["46", "4", "460"], ["x=5", "5", "x=15"]]
+    rows = [(p, encode(tok, t, bos=False, eos=True)) for p, ts in zip(prompts, texts) for t in ts[:G]]
+    P, T = max(len(p) for p, _ in rows), max(len(c) for _, c in rows)
+    ids = torch.tensor([[0] * (P - len(p)) + p for p, _ in rows])
+    pmask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p, _ in rows])
+    cids = torch.tensor([c + [0] * (T - len(c)) for _, c in rows])
+    cmask = torch.tensor([[1] * len(c) + [0] * (T - len(c)) for _, c in rows])
+    return rows, (ids, pmask, cids, cmask)
+
+
+def test_shared_prompts_equal_each_row_alone(model, tok):
+    rows, batch = group_batch(tok)
+    logp = completion_logprobs(model, *batch, temperature=0.7, share_prompts=True)
+    for i, (p, c) in enumerate(rows):
+        exp_lp, _ = hand_logprobs(model, p, c, 0.7)
+        assert torch.allclose(logp[i, :len(c)].double(), exp_lp, atol=1e-5, rtol=0)
+        assert (logp[i, len(c):] == 0).all()
+
+
+def test_shared_prompts_gradient_equals_the_sum_of_each_rows_gradient(model, tok):
+    # the gradient of sum_{i,t} w_it log pi(c_it) through the shared forward, against the same sum taken row by
+    # row, each row an unpadded sequence of its own (no cache, no sharing): the prompt's gradient adds up over rows
+    rows, batch = group_batch(tok)
+    w = torch.linspace(-1.0, 2.0, batch[2].numel()).view(batch[2].shape) * batch[3]    # (N, T) fixed weights
+    model.zero_grad(set_to_none=True)
+    (completion_logprobs(model, *batch, share_prompts=True) * w).sum().backward()
+    shared = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    for i, (p, c) in enumerate(rows):
+        logits = model(input_ids=torch.tensor([p + c])).logits[0]                         # (L, V)
+        logp = F.log_softmax(logits[len(p) - 1:len(p) - 1 + len(c)], dim=-1)              # (|c|, V) predict c_t
+        (logp.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1) * w[i, :len(c)]).sum().backward()
+    for g, q in zip(shared, model.parameters()):
+        assert torch.allclose(g, q.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+
+
+def test_shared_prompts_run_each_distinct_prompt_once(model, tok):
+    # tokens through the first decoder layer: N*(P+T) without sharing; U*P + N*(T-1) with it (U = 2 prompts)
+    seen = []
+    count = lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[:2])   # (rows, positions)
+    hook = model.model.layers[0].register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        _, batch = group_batch(tok)
+        N, P, T = len(batch[0]), batch[0].shape[1], batch[2].shape[1]
+        with torch.no_grad():
+            completion_logprobs(model, *batch, share_prompts=False)
+            assert sum(a * b for a, b in seen) == N * (P + T)
+            seen.clear()
+            completion_logprobs(model, *batch, share_prompts=True)
+        assert [tuple(x) for x in seen] == [(2, P), (N, T - 1)]
+    finally:
+        hook.remove()
+
+
+def test_shared_prompts_with_one_token_completions(model, tok):
+    # T = 1: only the prompt's last position predicts; no completion pass
+    _, (ids, pmask, cids, cmask) = group_batch(tok)
+    one, ones = cids[:, :1], torch.ones_like(cids[:, :1])
+    full = completion_logprobs(model, ids, pmask, one, ones)
+    assert torch.allclose(completion_logprobs(model, ids, pmask, one, ones, share_prompts=True), full, atol=1e-6)
+
+
 # ---------------------------------------------------------------- device
 
 
