@@ -12,8 +12,9 @@ engine can skip:
 
     prefill   the B prompts' real tokens once (padding is not useful), the head at the last one
     decode    each completion token after the first: one forward of the token before it
-    learn     forward + backward of the rows whose advantage is not 0 (the others add 0 to the
-              gradient), prompt and completion, the head at the completion's positions
+    learn     forward + backward of the groups whose advantage is not 0 (the others add 0 to the
+              gradient): each group's prompt once (its G rows share it), each row's completion tokens
+              but the last, the head at the completion's positions
 
 Lengths are the step's mean prompt and completion lengths; attention's context is taken at its mean
 (it is ~3 % of the arithmetic here). `machine_rate` times torch.mm at the model's own shapes, so that a
@@ -63,17 +64,19 @@ class Shape:
 
 
 def step_flops(shape: Shape, prompts: int, group: int, prompt_len: float, completion_len: float,
-               kept_rows: float) -> dict[str, float]:
+               kept_groups: float) -> dict[str, float]:
     """Useful FLOPs of one GRPO step (module docstring), by part.
 
-    prompts B, group G, mean real prompt and completion lengths (tokens, EOS included), and the rows
-    that carry a non-zero advantage. Returns {"prefill", "decode", "learn", "total"}.
+    prompts B, group G, mean real prompt and completion lengths (tokens, EOS included), and the groups that
+    carry a non-zero advantage (their G rows are trained). Returns {"prefill", "decode", "learn", "total"}.
     """
     P, L = prompt_len, completion_len
     prefill = prompts * P * (shape.linear() + shape.attention((P + 1) / 2)) + prompts * shape.head()
     decode = prompts * group * max(L - 1, 0) * (shape.linear() + shape.head() + shape.attention(P + L / 2))
-    seq = P + L
-    learn = 3 * kept_rows * (seq * (shape.linear() + shape.attention((seq + 1) / 2)) + L * shape.head())
+    rows = kept_groups * group
+    learn = 3 * (kept_groups * P * (shape.linear() + shape.attention((P + 1) / 2))          # the prompt, once
+                 + rows * max(L - 1, 0) * (shape.linear() + shape.attention(P + L / 2))    # c_1 .. c_{L-1}
+                 + rows * L * shape.head())                                                 # L log-probs
     return {"prefill": prefill, "decode": decode, "learn": learn, "total": prefill + decode + learn}
 
 

@@ -164,7 +164,7 @@ def summarise(name: str, seed: int, out: dict, a) -> dict:
     zero = out["zero_var"][skip:] or [0.0]
     shape = Shape(**out["shape"])
     n = a.prompts * a.group
-    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, n * (1 - z))["total"] / t
+    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, a.prompts * (1 - z))["total"] / t
               for L, z, t in zip(lengths, zero, steps)]
     return {"trainer": name, "variant": a.variant, "seed": seed, "step_s": statistics.median(steps),
             "completions_per_s": n / statistics.median(steps),

@@ -234,10 +234,11 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
     cache = DynamicCache()
     out = lm.base_model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                         **cache_kwarg(cache))
-    first = out.last_hidden_state[row_prompt, -1:, :]                             # (N, 1, d) predicts c_1
+    first = out.last_hidden_state[:, -1:, :].index_select(0, row_prompt)          # (N, 1, d) predicts c_1
     if T == 1:
         return _head(lm, first, completion_ids, temperature)
-    cache.batch_select_indices(row_prompt)                                        # (N, ...) per layer, by index
+    for layer in cache.layers:   # (U, ...) -> (N, ...); index_select's backward adds up (index_add_), unsorted
+        layer.keys, layer.values = layer.keys.index_select(0, row_prompt), layer.values.index_select(0, row_prompt)
     attn = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)               # (N, P+T-1)
     rest = lm.base_model(input_ids=completion_ids[:, :-1], attention_mask=attn, position_ids=positions(attn)[:, P:],
                          use_cache=True, **cache_kwarg(cache)).last_hidden_state   # (N, T-1, d) predict c_2..c_T

@@ -52,9 +52,31 @@ def draw_tokens(probs: torch.Tensor, draw: str, generator: torch.Generator | Non
     if draw == "multinomial":
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     u = torch.rand(len(probs), 1, generator=generator, device=probs.device, dtype=probs.dtype)   # (N, 1)
+    return _inverse_cdf(probs, u)
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The first token whose cumulative probability exceeds u: (N, V), (N, 1) -> (N,)."""
     cdf = probs.cumsum(-1)                                                        # (N, V)
     tok = (cdf <= u * cdf[:, -1:]).sum(-1)                                        # (N,) tokens whose mass is below u
     return tok.clamp(max=probs.shape[-1] - 1)
+
+
+def draw_rows(probs: torch.Tensor, rows: torch.Tensor, N: int, draw: str,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """draw_tokens for the n `rows` (n,) of a batch of N whose distributions are `probs` (n, V), with the random
+    numbers that drawing all N rows would use: a row's token does not depend on which other rows are drawn. (n,)
+
+    inverse_cdf takes one uniform number per row, so the N are drawn and the n rows' kept; torch.multinomial
+    draws N rows of V (the other rows' distributions do not change the numbers theirs get), so it is given all N.
+    """
+    if len(rows) == N:
+        return draw_tokens(probs, draw, generator)
+    if draw == "multinomial":
+        full = probs.new_full((N, probs.shape[-1]), 1.0 / probs.shape[-1])                 # (N, V)
+        return draw_tokens(full.index_copy(0, rows, probs), draw, generator)[rows]
+    u = torch.rand(N, 1, generator=generator, device=probs.device, dtype=probs.dtype)[rows]   # (n, 1)
+    return _inverse_cdf(probs, u)
 
 
 @torch.no_grad()
@@ -97,24 +119,31 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     attn = prompt_mask.repeat_interleave(G, dim=0)                            # (N, P)
     next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (N, 1)
     N = B * G
-    stops = torch.as_tensor(eos_id, device=prompt_ids.device).reshape(-1)    # (S,) stop ids
-    done = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)         # (N,)
-    alive = torch.arange(N, device=prompt_ids.device)                         # (n,) rows still in the cache
+    device = prompt_ids.device
+    stops = torch.as_tensor(eos_id, device=device).reshape(-1)              # (S,) stop ids
+    done = torch.zeros(N, dtype=torch.bool, device=device)                    # (N,)
+    alive = torch.arange(N, device=device)                                    # (n,) rows in the decoding batch
     tokens, logps, masks, entropies = [], [], [], []
-    # 3. decode one token per step
+    # 3. decode one token per step; `logits` (n, V) are those of the batch's n rows (all N without compaction)
     for t in range(max_new_tokens):
-        logp_all = F.log_softmax(logits / temperature, dim=-1)                # (N, V)
-        probs = logp_all.softmax(-1)                                          # (N, V) = exp(logp_all)
+        logp_all = F.log_softmax(logits / temperature, dim=-1)                # (n, V)
+        probs = logp_all.softmax(-1)                                          # (n, V) = exp(logp_all)
         if greedy:
-            tok = logp_all.argmax(-1)                                         # (N,)
+            drawn = logp_all.argmax(-1)                                       # (n,)
         else:
             filtered = top_k or top_p < 1.0
-            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (N, V)
-            tok = draw_tokens(probs_drawn, draw, generator)                    # (N,)
-        tok = tok.masked_fill(done, pad_id)                                   # (N,)
+            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (n, V)
+            drawn = draw_rows(probs_drawn, alive, N, draw, generator)          # (n,)
+        live = ~done[alive]                                                   # (n,) rows not finished before t
+        tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)      # (N,) PAD for finished rows
+        tok[alive] = drawn.masked_fill(~live, pad_id)
+        step_logp = torch.zeros(N, device=device)                             # (N,)
+        step_logp[alive] = logp_all.gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
+        step_entropy = torch.zeros(N, device=device)                          # (N,)
+        step_entropy[alive] = -(probs * logp_all).sum(-1) * live
         masks.append(~done)
-        logps.append(logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1) * (~done))  # (N,)
-        entropies.append(-(probs * logp_all).sum(-1) * (~done))              # (N,)
+        logps.append(step_logp)
+        entropies.append(step_entropy)
         tokens.append(tok)
         done = done | torch.isin(tok, stops)
         if bool(done.all()) or t == max_new_tokens - 1:
@@ -127,10 +156,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (n, P+t+1)
         out = model(input_ids=tok[alive].unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv,
                     use_cache=True)
-        if len(alive) == N:
-            logits = out.logits[:, -1, :].float()                             # (N, V)
-        else:   # finished rows keep their last logits: their draws are masked to PAD
-            logits = logits.index_copy(0, alive, out.logits[:, -1, :].float())   # (N, V)
+        logits = out.logits[:, -1, :].float()                                 # (n, V)
         next_pos = next_pos + 1
     model.train(was_training)
     completion_ids = torch.stack(tokens, dim=1)                               # (N, T)

@@ -51,10 +51,11 @@ def test_step_flops_by_hand():
     shape = Shape(layers=2, d=4, ffn=8, vocab=10, kv=4)
     assert shape.linear() == 2 * 2 * (4 * 12 + 16 + 3 * 32)          # q,k,v (4x12), o (4x4), MLP (3 x 4x8): 640
     assert shape.head() == 80 and shape.attention(3) == 96
-    f = step_flops(shape, prompts=2, group=3, prompt_len=3, completion_len=2, kept_rows=4)
+    f = step_flops(shape, prompts=2, group=3, prompt_len=3, completion_len=2, kept_groups=1)
     assert f["prefill"] == 2 * 3 * (640 + 64) + 2 * 80                # 3 prompt tokens x 2 prompts, one head each
     assert f["decode"] == 6 * 1 * (640 + 80 + 128)                    # 6 rows x 1 token after the first, ctx 4
-    assert f["learn"] == 3 * 4 * (5 * (640 + 96) + 2 * 80)            # fwd + bwd of 4 rows of 5 tokens, 2 heads
+    # fwd + bwd of one group: its 3 prompt tokens once (ctx 2), then 3 rows x 1 completion token (ctx 4), 2 heads each
+    assert f["learn"] == 3 * (3 * (640 + 64) + 3 * (640 + 128) + 3 * 2 * 80)
     assert f["total"] == f["prefill"] + f["decode"] + f["learn"]
 
 

@@ -394,19 +394,21 @@ def test_first_token_frequencies_match_softmax(peaked, tok, temperature, top_k):
 # ---------------------------------------------------------------- less work: compaction, the one-number draw
 
 
-def test_compacted_decoding_gives_the_uncompacted_samples(eos_model, prompts):
+@pytest.mark.parametrize("draw", ["multinomial", "inverse_cdf"])
+def test_compacted_decoding_gives_the_uncompacted_samples(eos_model, prompts, draw):
     """Finished rows leave the decoding batch, but every draw is still made for all N rows: the same tokens,
     log-probs and entropies as the loop that decodes every row to the end."""
     ids, mask = prompts
-    kw = dict(group_size=4, max_new_tokens=8, temperature=0.9)
+    kw = dict(group_size=4, max_new_tokens=8, temperature=0.9, draw=draw)
     full = sample(eos_model, ids, mask, compact=False, generator=torch.Generator().manual_seed(3), **kw)
     compact = sample(eos_model, ids, mask, compact=True, generator=torch.Generator().manual_seed(3), **kw)
     lengths = full.completion_mask.sum(1)
     assert lengths.min() < lengths.max()                # rows finished at different steps
     assert torch.equal(compact.completion_ids, full.completion_ids)
     assert torch.equal(compact.completion_mask, full.completion_mask)
-    torch.testing.assert_close(compact.logps, full.logps, rtol=0, atol=1e-6)
-    torch.testing.assert_close(compact.entropy, full.entropy, rtol=0, atol=1e-6)
+    # a forward of fewer rows may round differently in float32's last digits (a relative 1e-6)
+    torch.testing.assert_close(compact.logps, full.logps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compact.entropy, full.entropy, rtol=1e-5, atol=1e-6)
     assert torch.equal(compact.truncated, full.truncated)
 
 
