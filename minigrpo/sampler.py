@@ -2,12 +2,13 @@
 
 DeepSeekMath §4.1: for each prompt q, sample G outputs from the old policy. As inference engines do,
 the B prompts are prefilled once and each prompt's cache is shared by its G samples (B -> N = B*G
-rows); decoding feeds only the newest token. The log-prob of each sampled token is that of the full
+rows; one copy of it, shared_prompt.py); decoding feeds only the newest token. The log-prob of each sampled token is that of the full
 tempered distribution (top-k / top-p only restrict what is drawn), the number the training forward
 computes, so it serves as the old policy's.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .model import _keeps_logits, cache_kwarg, positions, sync_clock
+from .shared_prompt import NAME, SharedPrompt, attention_as, supported
 from .reward import score, soft_overlong_punishment
 from .tasks import is_correct
 from .tokenizer import decode_batch, encode, stop_ids
@@ -83,7 +85,7 @@ def draw_rows(probs: torch.Tensor, rows: torch.Tensor, N: int, draw: str,
 def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int,
                  max_new_tokens: int, eos_id: int | list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
-                 compact: bool = True, draw: str = "multinomial") -> Samples:
+                 compact: bool = True, draw: str = "multinomial", share_prompt: bool = True) -> Samples:
     """Sample G = `group_size` completions for each of B left-padded prompts.
 
     Symbol      | Shape  | Description
@@ -97,7 +99,9 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     whose completions end early does not pay for padding. The draw is still made for all N rows, so the
     random stream, and the sampled tokens, are those of the uncompacted loop. `draw="inverse_cdf"` draws
     each token with one uniform number per row (the first token whose cumulative probability exceeds it)
-    instead of torch.multinomial's V; the same distribution, another random stream. Returns a `Samples` of
+    instead of torch.multinomial's V; the same distribution, another random stream. With `share_prompt` (and a
+    model whose attention goes through transformers' attention interface), the G rows of a prompt decode
+    against one copy of its keys and values (shared_prompt.py) instead of G copies. Returns a `Samples` of
     N = B*G rows; completion length T <= max_new_tokens.
     """
     if temperature <= 0:
@@ -114,7 +118,14 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True, **keep)
     logits = out.logits[:, -1, :].float()                                     # (B, V)
     # 2. share each prompt's cache with its G samples: B -> N = B*G rows
-    cache.batch_repeat_interleave(G)                                          # (N, ...) per layer
+    shared = share_prompt and G > 1 and supported(model)
+    if shared:   # the prompts' cache stays at B rows; a new cache takes the completions' keys (shared_prompt.py)
+        extra = {"shared_prompt": SharedPrompt(cache, prompt_mask, G)}
+        cache = DynamicCache()
+        kv = cache_kwarg(cache)
+    else:        # G copies of each prompt's cache
+        extra = {}
+        cache.batch_repeat_interleave(G)                                      # (N, ...) per layer
     logits = logits.repeat_interleave(G, dim=0)                               # (N, V)
     attn = prompt_mask.repeat_interleave(G, dim=0)                            # (N, P)
     next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (N, 1)
@@ -125,39 +136,43 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     alive = torch.arange(N, device=device)                                    # (n,) rows in the decoding batch
     tokens, logps, masks, entropies = [], [], [], []
     # 3. decode one token per step; `logits` (n, V) are those of the batch's n rows (all N without compaction)
-    for t in range(max_new_tokens):
-        logp_all = F.log_softmax(logits / temperature, dim=-1)                # (n, V)
-        probs = logp_all.softmax(-1)                                          # (n, V) = exp(logp_all)
-        if greedy:
-            drawn = logp_all.argmax(-1)                                       # (n,)
-        else:
-            filtered = top_k or top_p < 1.0
-            probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (n, V)
-            drawn = draw_rows(probs_drawn, alive, N, draw, generator)          # (n,)
-        live = ~done[alive]                                                   # (n,) rows not finished before t
-        tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)      # (N,) PAD for finished rows
-        tok[alive] = drawn.masked_fill(~live, pad_id)
-        step_logp = torch.zeros(N, device=device)                             # (N,)
-        step_logp[alive] = logp_all.gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
-        step_entropy = torch.zeros(N, device=device)                          # (N,)
-        step_entropy[alive] = -(probs * logp_all).sum(-1) * live
-        masks.append(~done)
-        logps.append(step_logp)
-        entropies.append(step_entropy)
-        tokens.append(tok)
-        done = done | torch.isin(tok, stops)
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        if compact:                                                           # finished rows leave the batch
-            stay = (~done[alive]).nonzero().squeeze(-1)                       # (n',) of the n cached rows
-            if len(stay) < len(alive):
-                cache.batch_select_indices(stay)                              # (n', ...) per layer
-                alive, attn, next_pos = alive[stay], attn[stay], next_pos[stay]
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)        # (n, P+t+1)
-        out = model(input_ids=tok[alive].unsqueeze(-1), attention_mask=attn, position_ids=next_pos, **kv,
-                    use_cache=True)
-        logits = out.logits[:, -1, :].float()                                 # (n, V)
-        next_pos = next_pos + 1
+    with attention_as(model, NAME) if shared else contextlib.nullcontext():
+        for t in range(max_new_tokens):
+            logp_all = F.log_softmax(logits / temperature, dim=-1)                # (n, V)
+            probs = logp_all.softmax(-1)                                          # (n, V) = exp(logp_all)
+            if greedy:
+                drawn = logp_all.argmax(-1)                                       # (n,)
+            else:
+                filtered = top_k or top_p < 1.0
+                probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (n, V)
+                drawn = draw_rows(probs_drawn, alive, N, draw, generator)          # (n,)
+            live = ~done[alive]                                                   # (n,) rows not finished before t
+            tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)      # (N,) PAD for finished rows
+            tok[alive] = drawn.masked_fill(~live, pad_id)
+            step_logp = torch.zeros(N, device=device)                             # (N,)
+            step_logp[alive] = logp_all.gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
+            step_entropy = torch.zeros(N, device=device)                          # (N,)
+            step_entropy[alive] = -(probs * logp_all).sum(-1) * live
+            masks.append(~done)
+            logps.append(step_logp)
+            entropies.append(step_entropy)
+            tokens.append(tok)
+            done = done | torch.isin(tok, stops)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            if compact:                                                           # finished rows leave the batch
+                stay = (~done[alive]).nonzero().squeeze(-1)                       # (n',) of the n cached rows
+                if len(stay) < len(alive):
+                    cache.batch_select_indices(stay)                              # (n', ...) per layer
+                    alive, attn, next_pos = alive[stay], attn[stay], next_pos[stay]
+                    if shared:
+                        extra["shared_prompt"].select(alive)
+            if not shared:
+                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)    # (n, P+t+1)
+            out = model(input_ids=tok[alive].unsqueeze(-1), attention_mask=None if shared else attn,
+                        position_ids=next_pos, **kv, use_cache=True, **extra)
+            logits = out.logits[:, -1, :].float()                                 # (n, V)
+            next_pos = next_pos + 1
     model.train(was_training)
     completion_ids = torch.stack(tokens, dim=1)                               # (N, T)
     completion_mask = torch.stack(masks, dim=1).long()                        # (N, T)
@@ -204,7 +219,7 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
     s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
                      eos_id=stops, pad_id=tok.pad_token_id, temperature=cfg.temperature,
                      top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, compact=cfg.compact_decoding,
-                     draw=cfg.draw)                                                         # N rows
+                     draw=cfg.draw, share_prompt=cfg.share_prompts)                         # N rows
     completions = decode_batch(tok, s.completion_ids, stops)
     sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)

@@ -40,6 +40,16 @@ class LogitBias(torch.nn.Module):
         out.logits = out.logits + self.bias
         return out
 
+    # what the sampler needs of a model to decode against one copy of each prompt's cache (shared_prompt.py)
+    _supports_attention_backend = True
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    def set_attn_implementation(self, name):
+        self.inner.set_attn_implementation(name)
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -446,3 +456,70 @@ def test_inverse_cdf_with_top_k_1_equals_greedy(eos_model, prompts):
     top1 = sample(eos_model, ids, mask, top_k=1, temperature=0.9, draw="inverse_cdf",
                   generator=torch.Generator().manual_seed(5))
     assert torch.equal(greedy.completion_ids, top1.completion_ids)
+
+
+# ---------------------------------------------------------------- one copy of each prompt's cache (shared_prompt.py)
+
+
+def test_shared_prompt_attention_equals_attention_over_the_concatenated_cache():
+    """The split softmax over [prompt | completion] keys, against eager attention over their concatenation with
+    G copies of each prompt, padding masked; for all N rows and for a subset (rows that finished left), with GQA."""
+    from types import SimpleNamespace
+    from minigrpo.shared_prompt import SharedPrompt, shared_prompt_attention
+    g = torch.Generator().manual_seed(0)
+    B, G, kv, groups, P, t, d = 3, 4, 2, 2, 5, 3, 8
+    N, h = B * G, kv * groups
+    prompt_mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    k_p, v_p = torch.randn(B, kv, P, d, generator=g), torch.randn(B, kv, P, d, generator=g)
+    cache = SimpleNamespace(layers=[SimpleNamespace(keys=k_p, values=v_p)])
+    sp = SharedPrompt(cache, prompt_mask, G)
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=groups)
+    for rows in (torch.arange(N), torch.tensor([0, 3, 5, 6, 11])):
+        sp.select(rows)
+        n = len(rows)
+        q = torch.randn(n, h, 1, d, generator=g)
+        k_c, v_c = torch.randn(n, kv, t, d, generator=g), torch.randn(n, kv, t, d, generator=g)
+        out, _ = shared_prompt_attention(module, q, k_c, v_c, None, scaling=d ** -0.5, shared_prompt=sp)
+        # by hand: each row's prompt copied in front of its own keys, then one softmax
+        prompt = rows // G
+        keys = torch.cat([k_p[prompt], k_c], dim=2).repeat_interleave(groups, dim=1)        # (n, h, P+t, d)
+        values = torch.cat([v_p[prompt], v_c], dim=2).repeat_interleave(groups, dim=1)
+        keep = torch.cat([prompt_mask[prompt], torch.ones(n, t, dtype=torch.long)], dim=1).bool()   # (n, P+t)
+        scores = (q @ keys.transpose(2, 3)) * d ** -0.5
+        scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
+        expected = (scores.softmax(-1) @ values).transpose(1, 2)                             # (n, 1, h, d)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_shared_prompt_decoding_gives_the_copied_cache_samples(eos_model, prompts, compact):
+    """Decoding against one copy of each prompt's cache draws the same tokens, with the same log-probs, as
+    decoding against G copies (transformers' own attention over the concatenated cache)."""
+    ids, mask = prompts
+    own = eos_model.config._attn_implementation
+    kw = dict(group_size=4, max_new_tokens=8, temperature=0.9, compact=compact)
+    copied = sample(eos_model, ids, mask, share_prompt=False, generator=torch.Generator().manual_seed(5), **kw)
+    shared = sample(eos_model, ids, mask, share_prompt=True, generator=torch.Generator().manual_seed(5), **kw)
+    lengths = copied.completion_mask.sum(1)
+    assert lengths.min() < lengths.max()
+    assert torch.equal(shared.completion_ids, copied.completion_ids)
+    torch.testing.assert_close(shared.logps, copied.logps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.entropy, copied.entropy, rtol=1e-5, atol=1e-5)
+    assert eos_model.config._attn_implementation == own         # set back after decoding
+
+
+def test_shared_prompt_decoding_with_grouped_query_attention(tok, prompts):
+    """A Llama with 4 query heads on 2 key/value heads: the same samples either way."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    m.set_attn_implementation("eager")
+    with torch.no_grad():
+        m.lm_head.weight.mul_(30)                   # a peaked policy, so that samples depend on the logits
+    ids, mask = prompts
+    kw = dict(group_size=3, max_new_tokens=6, temperature=1.0)
+    copied = sample(m.eval(), ids, mask, share_prompt=False, generator=torch.Generator().manual_seed(1), **kw)
+    shared = sample(m, ids, mask, share_prompt=True, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(shared.completion_ids, copied.completion_ids)
+    torch.testing.assert_close(shared.logps, copied.logps, rtol=1e-5, atol=1e-5)
