@@ -209,6 +209,32 @@ def _head(lm, hidden: torch.Tensor, completion_ids: torch.Tensor, temperature: f
     return logp.view(completion_ids.shape)
 
 
+BUCKET_COST = 64   # a decoder pass's fixed cost, in row-positions of work (about that, forward + backward, on the CPU preset)
+
+
+def length_buckets(lengths: list[int], cost: float | None = None) -> list[int]:
+    """Split rows of these completion lengths into buckets by length, each bucket padded to its longest: the
+    upper bounds, shortest first, that minimise sum over buckets of rows * (bound - 1) + cost (a pass runs
+    bound - 1 completion positions per row, and each pass costs `cost` more). Exact, by dynamic programming
+    over the distinct lengths. `cost` defaults to BUCKET_COST."""
+    cost = BUCKET_COST if cost is None else cost
+    distinct = sorted(set(max(1, n) for n in lengths))
+    count = [sum(1 for n in lengths if max(1, n) == v) for v in distinct]
+    best, cut = [0.0] + [float("inf")] * len(distinct), [0] * (len(distinct) + 1)
+    for j in range(1, len(distinct) + 1):       # best[j]: the first j distinct lengths in buckets
+        rows = 0
+        for i in range(j, 0, -1):                # the last bucket holds distinct lengths i..j
+            rows += count[i - 1]
+            total = best[i - 1] + rows * (distinct[j - 1] - 1) + cost
+            if total < best[j]:
+                best[j], cut[j] = total, i - 1
+    bounds, j = [], len(distinct)
+    while j:
+        bounds.append(distinct[j - 1])
+        j = cut[j]
+    return bounds[::-1]
+
+
 def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
                            temperature: float) -> torch.Tensor:
     """head_logprobs with each distinct prompt run once: the G rows of a group share their prompt's keys and values.
@@ -216,16 +242,17 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
     The G completions of a prompt see the same P prompt tokens, so the decoder's work on them is the same G
     times over. Here the U distinct prompts among the N rows go through the decoder once, with a KV cache
     (autograd records it); each row takes its prompt's cache and last hidden state by index, and only the
-    completion tokens go through the decoder again. The backward sums each prompt's gradient over its rows
+    completion tokens go through the decoder again, in buckets of similar length (length_buckets), each
+    padded to its own longest rather than the batch's. The backward sums each prompt's gradient over its rows
     (the index's backward), so the result and its gradient are those of the full forward, up to rounding.
-    Work: U*P + N*(T-1) token forwards instead of N*(P+T).
+    Work: U*P + sum over rows of (its bucket's length - 1) token forwards instead of N*(P+T).
 
     Symbol          | Shape  | Description
     prompt_ids      | (N, P) | left-padded prompt tokens, equal within a group
     prompt_mask     | (N, P) | 1 for real prompt tokens
     completion_ids  | (N, T) | right-padded completion tokens
     completion_mask | (N, T) | 1 for real completion tokens
-    Returns log pi(c_t | prompt, c_<t) (N, T) at `temperature` (not masked).
+    Returns log pi(c_t | prompt, c_<t) (N, T) at `temperature` (not masked; 0 past a row's bucket).
     """
     P, T = prompt_ids.shape[1], completion_ids.shape[1]
     prompts, row_prompt = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0,
@@ -234,15 +261,29 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
     cache = DynamicCache()
     out = lm.base_model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                         **cache_kwarg(cache))
-    first = out.last_hidden_state[:, -1:, :].index_select(0, row_prompt)          # (N, 1, d) predicts c_1
-    if T == 1:
-        return _head(lm, first, completion_ids, temperature)
-    for layer in cache.layers:   # (U, ...) -> (N, ...); index_select's backward adds up (index_add_), unsorted
-        layer.keys, layer.values = layer.keys.index_select(0, row_prompt), layer.values.index_select(0, row_prompt)
-    attn = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)               # (N, P+T-1)
-    rest = lm.base_model(input_ids=completion_ids[:, :-1], attention_mask=attn, position_ids=positions(attn)[:, P:],
-                         use_cache=True, **cache_kwarg(cache)).last_hidden_state   # (N, T-1, d) predict c_2..c_T
-    return _head(lm, torch.cat([first, rest], dim=1), completion_ids, temperature)   # (N, T)
+    last = out.last_hidden_state[:, -1:, :]                                       # (U, 1, d) predicts c_1
+    lengths = completion_mask.sum(1)                                              # (N,)
+    parts, order, low = [], [], 0
+    for bound in length_buckets(lengths.tolist()):
+        rows = ((lengths > low) & (lengths <= bound)).nonzero().squeeze(-1) if low else \
+            (lengths <= bound).nonzero().squeeze(-1)                              # (n,) this bucket's rows
+        low, Tb = bound, min(bound, T)
+        prompt = row_prompt.index_select(0, rows)                                 # (n,) each row's prompt
+        hidden = last.index_select(0, prompt)                                     # (n, 1, d)
+        if Tb > 1:   # the rows' own cache: their prompts' keys and values by index (the backward adds them up)
+            own = DynamicCache()
+            for i, layer in enumerate(cache.layers):
+                own.update(layer.keys.index_select(0, prompt), layer.values.index_select(0, prompt), i)
+            attn = torch.cat([prompt_mask[rows], completion_mask[rows, :Tb - 1]], dim=1)   # (n, P+Tb-1)
+            rest = lm.base_model(input_ids=completion_ids[rows, :Tb - 1], attention_mask=attn,
+                                 position_ids=positions(attn)[:, P:], use_cache=True,
+                                 **cache_kwarg(own)).last_hidden_state           # (n, Tb-1, d) predict c_2..c_Tb
+            hidden = torch.cat([hidden, rest], dim=1)                             # (n, Tb, d)
+        logp = _head(lm, hidden, completion_ids[rows, :Tb].contiguous(), temperature)   # (n, Tb)
+        parts.append(F.pad(logp, (0, T - Tb)))                                    # (n, T)
+        order.append(rows)
+    order = torch.cat(order)                                                      # (N,) rows, bucket by bucket
+    return torch.cat(parts).index_select(0, torch.argsort(order))                 # (N, T) in the rows' order
 
 
 class LogprobHead(torch.nn.Module):

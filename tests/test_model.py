@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from minigrpo.config import make_config
-from minigrpo.model import build_model, completion_logprobs, num_parameters, pick_device, positions
+from minigrpo.model import build_model, completion_logprobs, length_buckets, num_parameters, pick_device, positions
 from minigrpo.tokenizer import encode
 
 
@@ -266,6 +266,38 @@ def test_shared_prompts_run_each_distinct_prompt_once(model, tok):
         assert [tuple(x) for x in seen] == [(2, P), (N, T - 1)]
     finally:
         hook.remove()
+
+
+def test_length_buckets_by_hand():
+    # 50 rows of length 3, 50 of 4, 2 of 6; a bucket costs rows * (bound - 1) positions, plus `cost` per bucket:
+    #   [6]: 102*5 + 64 = 574;  [4, 6]: 100*3 + 2*5 + 2*64 = 438;  [3, 4, 6]: 100 + 150 + 10 + 3*64 = 452
+    lengths = [3] * 50 + [4] * 50 + [6] * 2
+    assert length_buckets(lengths, cost=64) == [4, 6]
+    assert length_buckets(lengths, cost=0) == [3, 4, 6]          # 260 against 310 for [4, 6]
+    assert length_buckets(lengths, cost=1000) == [6]
+    assert length_buckets([1, 1]) == [1] and length_buckets([0, 2], cost=0) == [1, 2]   # an empty row counts as 1
+
+
+def test_shared_prompts_in_length_buckets_equal_each_row_alone(model, tok, monkeypatch):
+    # with buckets free (cost 0) every distinct length is a bucket of its own: the same log-probs and gradient
+    import minigrpo.model as mm
+    monkeypatch.setattr(mm, "BUCKET_COST", 0)
+    rows, batch = group_batch(tok)
+    seen = []
+    hook = model.model.layers[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append(tuple((a[0] if a else kw["hidden_states"]).shape[:2])), with_kwargs=True)
+    try:
+        logp = completion_logprobs(model, *batch, share_prompts=True)
+    finally:
+        hook.remove()
+    lengths = sorted({len(c) for _, c in rows})
+    counts = {n: sum(len(c) == n for _, c in rows) for n in lengths}
+    P = batch[0].shape[1]
+    assert seen == [(2, P)] + [(counts[n], n - 1) for n in lengths if n > 1]   # the prompts, then each bucket
+    for i, (p, c) in enumerate(rows):
+        exp_lp, _ = hand_logprobs(model, p, c, 1.0)
+        assert torch.allclose(logp[i, :len(c)].double(), exp_lp, atol=1e-5, rtol=0)
+        assert (logp[i, len(c):] == 0).all()
 
 
 def test_shared_prompts_with_one_token_completions(model, tok):
