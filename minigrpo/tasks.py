@@ -13,6 +13,7 @@ unmarked completion's last number, as many GRPO recipes do; it pays answers the 
 """
 from __future__ import annotations
 
+import functools
 import re
 
 TASKS = ("arithmetic", "equation", "text", "text_last_number")
@@ -88,6 +89,7 @@ def classify_style(record: dict, completion: str) -> str:
 # Strict answer parsing
 # ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1 << 16)   # a step asks about B*G completions, many of them the same text
 def parse_answer(completion: str, task: str) -> str | None:
     """The final answer `completion` states, as a canonical integer string, or None.
 
