@@ -52,7 +52,8 @@ class Sleepy(torch.nn.Module):
 def test_step_times_records_every_call_with_its_length_and_duration():
     step_times = function_defined(APPENDIX, "step_times", {"time": time})
     m = Sleepy()
-    calls = step_times(m, lambda: [m(input_ids=torch.zeros(1, n), attention_mask=torch.ones(1, n)) for n in (1, 3)])
-    assert [n for n, _ in calls] == [1, 3]
-    assert 0.01 <= calls[0][1] < 0.03 <= calls[1][1] < 0.06
+    # a sampler's k-th call attends to P + k positions: here P = 1, then 2 (10 and 20 ms of sleep)
+    calls = step_times(m, lambda: [m(input_ids=torch.zeros(1, n), attention_mask=torch.ones(1, n)) for n in (1, 2)], 1)
+    assert [n for n, _ in calls] == [1, 2]
+    assert 0.01 <= calls[0][1] and 0.02 <= calls[1][1] < 0.1
     assert not m._forward_hooks and not m._forward_pre_hooks   # the hooks are removed afterwards
