@@ -274,7 +274,7 @@ def test_length_buckets_by_hand():
     lengths = [3] * 50 + [4] * 50 + [6] * 2
     assert length_buckets(lengths, cost=64) == [4, 6]
     assert length_buckets(lengths, cost=0) == [3, 4, 6]          # 260 against 310 for [4, 6]
-    assert length_buckets(lengths, cost=1000) == [6]
+    assert length_buckets(lengths, cost=1000) == [6] and length_buckets(lengths, cost=float("inf")) == [6]
     assert length_buckets([1, 1]) == [1] and length_buckets([0, 2], cost=0) == [1, 2]   # an empty row counts as 1
 
 
