@@ -247,8 +247,9 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
     times over. Here the U distinct prompts among the N rows go through the decoder once, with a KV cache
     (autograd records it); each row takes its prompt's cache and last hidden state by index, and only the
     completion tokens go through the decoder again, in buckets of similar length (length_buckets; one
-    bucket under autocast), each padded to its own longest rather than the batch's. The backward sums each prompt's gradient over its rows
-    (the index's backward), so the result and its gradient are those of the full forward, up to rounding.
+    bucket under autocast), each padded to its own longest rather than the batch's. The backward sums
+    each prompt's gradient over its rows (the index's backward), so the result and its gradient are those
+    of the full forward, up to rounding.
     Work: U*P + sum over rows of (its bucket's length - 1) token forwards instead of N*(P+T).
 
     Symbol          | Shape  | Description

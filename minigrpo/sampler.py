@@ -2,9 +2,9 @@
 
 DeepSeekMath §4.1: for each prompt q, sample G outputs from the old policy. As inference engines do,
 the B prompts are prefilled once and each prompt's cache is shared by its G samples (B -> N = B*G
-rows; one copy of it, shared_prompt.py); decoding feeds only the newest token. The log-prob of each sampled token is that of the full
-tempered distribution (top-k / top-p only restrict what is drawn), the number the training forward
-computes, so it serves as the old policy's.
+rows, one copy of the cache: shared_prompt.py); decoding feeds only the newest token. The log-prob of
+each sampled token is that of the full tempered distribution (top-k / top-p only restrict what is
+drawn), the number the training forward computes, so it serves as the old policy's.
 """
 from __future__ import annotations
 
