@@ -209,7 +209,7 @@ def _head(lm, hidden: torch.Tensor, completion_ids: torch.Tensor, temperature: f
     return logp.view(completion_ids.shape)
 
 
-BUCKET_COST = 64   # a decoder pass's fixed cost, in row-positions of work (about that, forward + backward, on the CPU preset)
+BUCKET_COST = 64   # a decoder pass's fixed cost in row-positions of work (about that, forward + backward, CPU preset)
 # Under autocast the completions go through in one pass: on the CPU preset a second pass under bfloat16 autocast cost
 # more than the padding it saved (learning 0.199 -> 0.216 s a step), while in float32 it paid (0.254 -> 0.232 s).
 
