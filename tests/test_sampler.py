@@ -523,3 +523,12 @@ def test_shared_prompt_decoding_with_grouped_query_attention(tok, prompts):
     shared = sample(m, ids, mask, share_prompt=True, generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(shared.completion_ids, copied.completion_ids)
     torch.testing.assert_close(shared.logps, copied.logps, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_prompt_attention_refuses_more_than_one_position():
+    """It decodes one token per row; a prefill or a training forward through it is a mistake, said in one line."""
+    from types import SimpleNamespace
+    from minigrpo.shared_prompt import shared_prompt_attention
+    q = torch.zeros(2, 1, 3, 4)                                   # 3 positions
+    with pytest.raises(ValueError, match="one token per row"):
+        shared_prompt_attention(SimpleNamespace(layer_idx=0), q, q, q, None, scaling=0.5, shared_prompt=None)
