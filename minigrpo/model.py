@@ -267,28 +267,33 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
     out = lm.base_model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True,
                         **cache_kwarg(cache))
     last = out.last_hidden_state[:, -1:, :]                                       # (U, 1, d) predicts c_1
-    lengths = completion_mask.sum(1)                                              # (N,)
-    parts, order, low = [], [], 0
-    autocast = torch.is_autocast_enabled(prompt_ids.device.type)
-    for bound in length_buckets(lengths.tolist(), float("inf") if autocast else None):
-        rows = ((lengths > low) & (lengths <= bound)).nonzero().squeeze(-1) if low else \
-            (lengths <= bound).nonzero().squeeze(-1)                              # (n,) this bucket's rows
-        low, Tb = bound, min(bound, T)
-        prompt = row_prompt.index_select(0, rows)                                 # (n,) each row's prompt
+    if torch.is_autocast_enabled(prompt_ids.device.type):   # one pass of every row (BUCKET_COST), no host sync
+        buckets = [(None, T)]
+    else:
+        lengths = completion_mask.sum(1)                                          # (N,)
+        bounds = length_buckets(lengths.tolist())
+        lows = [0] + bounds[:-1]
+        buckets = [(None, bounds[0])] if len(bounds) == 1 else \
+            [(((lengths > lo) & (lengths <= hi)).nonzero().squeeze(-1), hi) for lo, hi in zip(lows, bounds)]
+    parts = []
+    for rows, Tb in buckets:   # rows (n,) of this bucket (None: all N), padded to Tb <= T
+        pick = (lambda x: x) if rows is None else (lambda x: x.index_select(0, rows))
+        prompt = pick(row_prompt)                                                 # (n,) each row's prompt
         hidden = last.index_select(0, prompt)                                     # (n, 1, d)
         if Tb > 1:   # the rows' own cache: their prompts' keys and values by index (the backward adds them up)
             own = DynamicCache()
             for i, layer in enumerate(cache.layers):
                 own.update(layer.keys.index_select(0, prompt), layer.values.index_select(0, prompt), i)
-            attn = torch.cat([prompt_mask[rows], completion_mask[rows, :Tb - 1]], dim=1)   # (n, P+Tb-1)
-            rest = lm.base_model(input_ids=completion_ids[rows, :Tb - 1], attention_mask=attn,
+            attn = torch.cat([pick(prompt_mask), pick(completion_mask)[:, :Tb - 1]], dim=1)   # (n, P+Tb-1)
+            rest = lm.base_model(input_ids=pick(completion_ids)[:, :Tb - 1], attention_mask=attn,
                                  position_ids=positions(attn)[:, P:], use_cache=True,
                                  **cache_kwarg(own)).last_hidden_state           # (n, Tb-1, d) predict c_2..c_Tb
             hidden = torch.cat([hidden, rest], dim=1)                             # (n, Tb, d)
-        logp = _head(lm, hidden, completion_ids[rows, :Tb].contiguous(), temperature)   # (n, Tb)
+        logp = _head(lm, hidden, pick(completion_ids)[:, :Tb].contiguous(), temperature)   # (n, Tb)
         parts.append(F.pad(logp, (0, T - Tb)))                                    # (n, T)
-        order.append(rows)
-    order = torch.cat(order)                                                      # (N,) rows, bucket by bucket
+    if len(parts) == 1:
+        return parts[0]                                                           # (N, T)
+    order = torch.cat([rows for rows, _ in buckets])                              # (N,) rows, bucket by bucket
     return torch.cat(parts).index_select(0, torch.argsort(order))                 # (N, T) in the rows' order
 
 

@@ -27,6 +27,7 @@ import contextlib
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.models.llama.modeling_llama import repeat_kv   # GQA: each kv head serves its query heads
 
 NAME = "minigrpo_shared_prompt"
 
@@ -62,11 +63,6 @@ class SharedPrompt:
         return x if len(self.rows) == self.N else x.index_select(0, self.rows)
 
 
-def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Grouped-query attention: each kv head serves `groups` query heads. (b, kv, L, d) -> (b, kv*groups, L, d)"""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
 def shared_prompt_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
                             shared_prompt: SharedPrompt | None = None, **kwargs):
     """One decoding step's attention (the transformers attention-interface signature): query (n, heads, 1, d_head)
@@ -77,9 +73,9 @@ def shared_prompt_attention(module, query, key, value, attention_mask, scaling: 
                          f"(got {query.shape[2]} positions, shared_prompt={sp is not None})")
     groups = getattr(module, "num_key_value_groups", 1)
     layer = module.layer_idx
-    k_prompt = _repeat_kv(sp.keys[layer], groups)                                   # (B, h, P, d)
-    v_prompt = _repeat_kv(sp.values[layer], groups)
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)                 # (n, h, t, d)
+    k_prompt = repeat_kv(sp.keys[layer], groups)                                   # (B, h, P, d)
+    v_prompt = repeat_kv(sp.values[layer], groups)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)                 # (n, h, t, d)
     P = k_prompt.shape[2]
     prompt_scores = sp.ungrouped(sp.grouped(query) @ k_prompt.transpose(2, 3))      # (n, h, 1, P)
     own_scores = query @ key.transpose(2, 3)                                          # (n, h, 1, t)
