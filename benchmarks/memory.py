@@ -29,7 +29,7 @@ CASES = ("full", "kept", "fused", "micro")
 
 
 def full_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0,
-                  with_entropy=False, share_prompts=False):
+                  with_entropy=False, share_prompts=False, merge=False):
     """minigrpo 0.2's training forward, kept here to measure against: float32 logits at every position and a
     full log-softmax over the completion's (N, T, V)."""
     import torch.nn.functional as F
@@ -66,7 +66,8 @@ def measure(case: str, rows: int, prompt: int, completion: int, vocab: int, micr
         minigrpo.model.plain_head = lambda model: False
     cfg = make_config("tiny", prompts_per_step=rows // 2, group_size=2, max_new_tokens=completion,
                       max_seq_len=prompt + completion + 1, micro_batch_size=micro if case == "micro" else 0,
-                      share_prompts=False)   # random prompts: none is shared; the cases differ in the head alone
+                      share_prompts=False, merge_prefixes=False)   # random rows: none is shared; the cases
+                      # differ in the head alone
     gen = torch.Generator().manual_seed(0)
     s = Samples(prompt_ids=torch.randint(0, vocab, (rows, prompt), generator=gen).to(dev),
                 prompt_mask=torch.ones(rows, prompt, dtype=torch.long, device=dev),

@@ -47,6 +47,8 @@ class Config:
     is_cap: float = 3.0            # sampler != trainer: weight each token's loss by min(pi_train / pi_sampler, is_cap) (TIS)
     compact_decoding: bool = True  # finished rows leave the decoding batch (same tokens; less work when lengths differ)
     share_prompts: bool = True     # a group's G rows share one copy of their prompt: in the sampler's cache, in training
+    merge_prefixes: bool = True    # a group's rows with the same tokens so far decode as one (a prefix tree); equal rows
+                                   # train as one (same tokens, same gradient; less work when samples agree)
     draw: str = "multinomial"      # how a token is drawn: "multinomial" (V random numbers per row) or "inverse_cdf" (one)
     # --- model (a Llama-style decoder built from a transformers config, no download) ---
     hidden_size: int = 128         # width of the residual stream

@@ -189,7 +189,8 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     s = ro.samples
     with torch.no_grad(), precision(device, cfg.dtype):
         trained = completion_logprobs(model, s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask,
-                                      cfg.temperature, share_prompts=cfg.share_prompts).float()
+                                      cfg.temperature, share_prompts=cfg.share_prompts,
+                                      merge=cfg.merge_prefixes).float()
     diff = ((trained - s.logps).abs() * s.completion_mask).max().item()
     lengths = s.completion_mask.sum(1).tolist()
     findings = settings_findings(cfg, sum(p.numel() for p in model.parameters()))

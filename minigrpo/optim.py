@@ -93,7 +93,8 @@ def logprobs_in_chunks(model, samples, rows: torch.Tensor, cfg) -> torch.Tensor:
         with precision(device, cfg.dtype):
             out.append(completion_logprobs(model, samples.prompt_ids[chunk], samples.prompt_mask[chunk],
                                            samples.completion_ids[chunk], samples.completion_mask[chunk],
-                                           cfg.temperature, share_prompts=cfg.share_prompts).float())
+                                           cfg.temperature, share_prompts=cfg.share_prompts,
+                                           merge=cfg.merge_prefixes).float())
     return torch.cat(out)
 
 
@@ -155,7 +156,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
             quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
             with quiet(), precision(device, cfg.dtype):   # DDP all-reduces in the last chunk's backward only
                 logp = completion_logprobs(policy, *args(rows), cfg.temperature,
-                                           share_prompts=cfg.share_prompts)                 # (k, T)
+                                           share_prompts=cfg.share_prompts, merge=cfg.merge_prefixes)   # (k, T)
             logp = logp.float()
             old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
             is_weight = None

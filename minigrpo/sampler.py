@@ -85,7 +85,8 @@ def draw_rows(probs: torch.Tensor, rows: torch.Tensor, N: int, draw: str,
 def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, group_size: int,
                  max_new_tokens: int, eos_id: int | list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None,
-                 compact: bool = True, draw: str = "multinomial", share_prompt: bool = True) -> Samples:
+                 compact: bool = True, draw: str = "multinomial", share_prompt: bool = True,
+                 merge: bool = True) -> Samples:
     """Sample G = `group_size` completions for each of B left-padded prompts.
 
     Symbol      | Shape  | Description
@@ -96,13 +97,17 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     tempered distribution. `eos_id` is one stop id or several (tokenizer.stop_ids: EOS, a chat template's
     end of turn); a row ends at the first it samples. With `compact`, a finished row leaves the decoding
     batch: the forward runs on the n <= N unfinished rows and the KV cache keeps only theirs, so a batch
-    whose completions end early does not pay for padding. The draw is still made for all N rows, so the
-    random stream, and the sampled tokens, are those of the uncompacted loop. `draw="inverse_cdf"` draws
-    each token with one uniform number per row (the first token whose cumulative probability exceeds it)
-    instead of torch.multinomial's V; the same distribution, another random stream. With `share_prompt` (and a
-    model whose attention goes through transformers' attention interface), the G rows of a prompt decode
-    against one copy of its keys and values (shared_prompt.py) instead of G copies. Returns a `Samples` of
-    N = B*G rows; completion length T <= max_new_tokens.
+    whose completions end early does not pay for padding. With `merge` (and `compact`) the rows of a prompt
+    whose tokens so far are the same are one row of the decoding batch, a node of the group's prefix tree:
+    their next-token distribution is the same, so it is computed once and each row draws its own token from
+    it. A group of G samples from a peaked policy shares most of its prefixes (on the CPU preset about 1 in
+    6 decoding rows is distinct). Either way the draw is still made for all N rows, so the random stream,
+    and the sampled tokens, are those of the loop that decodes every row to the end. `draw="inverse_cdf"`
+    draws each token with one uniform number per row (the first token whose cumulative probability exceeds
+    it) instead of torch.multinomial's V; the same distribution, another random stream. With `share_prompt`
+    (and a model whose attention goes through transformers' attention interface), the decoding rows of a
+    prompt decode against one copy of its keys and values (shared_prompt.py) instead of one copy each.
+    Returns a `Samples` of N = B*G rows; completion length T <= max_new_tokens.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
@@ -110,49 +115,51 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     model.eval()
     B, P = prompt_ids.shape
     G = group_size
-    # 1. prefill: one forward over the B prompts fills the cache
+    N = B * G
+    device = prompt_ids.device
+    # 1. prefill: one forward over the B prompts fills the cache; the batch's rows are then the B prompts
     cache = DynamicCache()                                                    # filled in place by each forward
     kv = cache_kwarg(cache)
     pos = positions(prompt_mask)                                              # (B, P)
     keep = {"logits_to_keep": 1} if _keeps_logits(type(model)) else {}      # the LM head at the last position only
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True, **keep)
-    logits = out.logits[:, -1, :].float()                                     # (B, V)
-    # 2. share each prompt's cache with its G samples: B -> N = B*G rows
+    logits = out.logits[:, -1, :].float()                                     # (m, V), m = B batch rows
+    # 2. the cache's rows: with share_prompt the prompts' cache stays at B rows and a new cache takes the
+    #    completions' keys (shared_prompt.py); else each batch row has its own copy of its prompt's cache
     shared = share_prompt and G > 1 and supported(model)
-    if shared:   # the prompts' cache stays at B rows; a new cache takes the completions' keys (shared_prompt.py)
+    if shared:
         extra = {"shared_prompt": SharedPrompt(cache, prompt_mask, G)}
         cache = DynamicCache()
         kv = cache_kwarg(cache)
-    else:        # G copies of each prompt's cache
+    else:
         extra = {}
-        cache.batch_repeat_interleave(G)                                      # (N, ...) per layer
-    logits = logits.repeat_interleave(G, dim=0)                               # (N, V)
-    attn = prompt_mask.repeat_interleave(G, dim=0)                            # (N, P)
-    next_pos = pos[:, -1:].repeat_interleave(G, dim=0) + 1                    # (N, 1)
-    N = B * G
-    device = prompt_ids.device
+    attn = prompt_mask                                                        # (m, P) batch rows' attention mask
+    next_pos = pos[:, -1:] + 1                                                # (m, 1)
+    merge = merge and compact
     stops = torch.as_tensor(eos_id, device=device).reshape(-1)              # (S,) stop ids
     done = torch.zeros(N, dtype=torch.bool, device=device)                    # (N,)
-    alive = torch.arange(N, device=device)                                    # (n,) rows in the decoding batch
+    alive = torch.arange(N, device=device)                                    # (n,) rows drawn for at this step
+    node = alive // G                                                         # (n,) each row's batch row (None: the same)
     tokens, logps, masks, entropies = [], [], [], []
-    # 3. decode one token per step; `logits` (n, V) are those of the batch's n rows (all N without compaction)
+    # 3. decode one token per step; `logits` (m, V) are those of the batch's m rows, row i of `alive` reads node[i]
     with attention_as(model, NAME) if shared else contextlib.nullcontext():
         for t in range(max_new_tokens):
-            logp_all = F.log_softmax(logits / temperature, dim=-1)                # (n, V)
-            probs = logp_all.softmax(-1)                                          # (n, V) = exp(logp_all)
+            logp_all = F.log_softmax(logits / temperature, dim=-1)                # (m, V)
+            probs = logp_all.softmax(-1)                                          # (m, V) = exp(logp_all)
+            row_of = (lambda x: x) if node is None else (lambda x: x.index_select(0, node))   # (m, ...) -> (n, ...)
             if greedy:
-                drawn = logp_all.argmax(-1)                                       # (n,)
+                drawn = row_of(logp_all.argmax(-1))                               # (n,)
             else:
                 filtered = top_k or top_p < 1.0
-                probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (n, V)
-                drawn = draw_rows(probs_drawn, alive, N, draw, generator)          # (n,)
+                probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (m, V)
+                drawn = draw_rows(row_of(probs_drawn), alive, N, draw, generator)  # (n,)
             live = ~done[alive]                                                   # (n,) rows not finished before t
             tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)      # (N,) PAD for finished rows
             tok[alive] = drawn.masked_fill(~live, pad_id)
             step_logp = torch.zeros(N, device=device)                             # (N,)
-            step_logp[alive] = logp_all.gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
+            step_logp[alive] = row_of(logp_all).gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
             step_entropy = torch.zeros(N, device=device)                          # (N,)
-            step_entropy[alive] = -(probs * logp_all).sum(-1) * live
+            step_entropy[alive] = row_of(-(probs * logp_all).sum(-1)) * live
             masks.append(~done)
             logps.append(step_logp)
             entropies.append(step_entropy)
@@ -160,18 +167,30 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
             done = done | torch.isin(tok, stops)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            if compact:                                                           # finished rows leave the batch
-                stay = (~done[alive]).nonzero().squeeze(-1)                       # (n',) of the n cached rows
-                if len(stay) < len(alive):
-                    cache.batch_select_indices(stay)                              # (n', ...) per layer
-                    alive, attn, next_pos = alive[stay], attn[stay], next_pos[stay]
-                    if shared:
-                        extra["shared_prompt"].select(alive)
+            # the next step's batch rows, and for each the batch row (`parent`) whose cache it continues
+            stay = (~done[alive]).nonzero().squeeze(-1) if compact else None      # (n',) of the n rows, or all
+            rows = alive if stay is None else alive[stay]                         # (n',)
+            parent = (torch.arange(len(alive), device=device) if node is None else node) if stay is None else \
+                (stay if node is None else node[stay])                            # (n',) each row's batch row
+            if merge:   # one batch row per distinct (batch row, token): the nodes of the groups' prefix trees
+                V = logits.shape[-1]
+                nodes, node = torch.unique(parent * V + tok[rows], return_inverse=True)     # (m',), (n',)
+                parent = nodes // V                                               # (m',)
+                first = torch.full_like(nodes, N).scatter_reduce(0, node, rows, "amin")      # (m',) a row of each
+                step_tok, batch_rows = tok[first], first
+            else:
+                node, step_tok, batch_rows = None, tok[rows], rows
+            alive = rows
+            if len(parent) != len(logits) or not torch.equal(parent, torch.arange(len(parent), device=device)):
+                cache.batch_select_indices(parent)                                # (m', ...) per layer
+                attn, next_pos = attn[parent], next_pos[parent]
+            if shared:
+                extra["shared_prompt"].select(batch_rows)
             if not shared:
-                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)    # (n, P+t+1)
-            out = model(input_ids=tok[alive].unsqueeze(-1), attention_mask=None if shared else attn,
+                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)    # (m', P+t+1)
+            out = model(input_ids=step_tok.unsqueeze(-1), attention_mask=None if shared else attn,
                         position_ids=next_pos, **kv, use_cache=True, **extra)
-            logits = out.logits[:, -1, :].float()                                 # (n, V)
+            logits = out.logits[:, -1, :].float()                                 # (m', V)
             next_pos = next_pos + 1
     model.train(was_training)
     completion_ids = torch.stack(tokens, dim=1)                               # (N, T)
@@ -219,7 +238,7 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
     s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
                      eos_id=stops, pad_id=tok.pad_token_id, temperature=cfg.temperature,
                      top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, compact=cfg.compact_decoding,
-                     draw=cfg.draw, share_prompt=cfg.share_prompts)                         # N rows
+                     draw=cfg.draw, share_prompt=cfg.share_prompts, merge=cfg.merge_prefixes)   # N rows
     completions = decode_batch(tok, s.completion_ids, stops)
     sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)

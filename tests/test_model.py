@@ -308,6 +308,75 @@ def test_shared_prompts_with_one_token_completions(model, tok):
     assert torch.allclose(completion_logprobs(model, ids, pmask, one, ones, share_prompts=True), full, atol=1e-6)
 
 
+# ---------------------------------------------------------------- equal rows once (merge)
+
+
+def duplicated_batch(tok):
+    """group_batch's rows with some repeated, as a group's samples often are: rows 0, 0, 1, 0 | 3, 4, 4, 3 (8 rows,
+    4 distinct); a repeat's padding is the same as its original's."""
+    rows, (ids, pmask, cids, cmask) = group_batch(tok)
+    order = torch.tensor([0, 0, 1, 0, 3, 4, 4, 3])
+    return [rows[i] for i in order.tolist()], tuple(x[order] for x in (ids, pmask, cids, cmask))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_merged_rows_equal_each_row_alone_in_value_and_gradient(model, tok, share):
+    # each distinct row runs once; every row's log-probs against its own unpadded forward (hand_logprobs), and
+    # the gradient of a weighted sum against the same sum taken row by row, each row's own forward (no merging)
+    rows, batch = duplicated_batch(tok)
+    w = torch.linspace(-1.0, 2.0, batch[2].numel()).view(batch[2].shape) * batch[3]    # (N, T) fixed weights
+    model.zero_grad(set_to_none=True)
+    logp = completion_logprobs(model, *batch, temperature=0.8, share_prompts=share, merge=True)
+    (logp * w).sum().backward()
+    merged = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    for i, (p, c) in enumerate(rows):
+        exp_lp, _ = hand_logprobs(model, p, c, 0.8)
+        assert torch.allclose(logp[i, :len(c)].double(), exp_lp, atol=1e-5, rtol=0)
+        assert (logp[i, len(c):] == 0).all()
+        logits = model(input_ids=torch.tensor([p + c])).logits[0] / 0.8                  # (L, V)
+        lp = F.log_softmax(logits[len(p) - 1:len(p) - 1 + len(c)], dim=-1)                # (|c|, V)
+        (lp.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1) * w[i, :len(c)]).sum().backward()
+    for g, q in zip(merged, model.parameters()):
+        assert torch.allclose(g, q.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+
+
+def test_merged_rows_run_each_distinct_row_once(model, tok):
+    # the 4 distinct rows of 8 through the first decoder layer, in one sequence each (share_prompts off)
+    seen = []
+    hook = model.model.layers[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append(tuple((a[0] if a else kw["hidden_states"]).shape[:2])), with_kwargs=True)
+    try:
+        _, batch = duplicated_batch(tok)
+        with torch.no_grad():
+            completion_logprobs(model, *batch, merge=True)
+    finally:
+        hook.remove()
+    assert seen == [(4, batch[0].shape[1] + batch[2].shape[1])]
+
+
+def test_distinct_rows_tells_rows_apart_by_their_real_tokens_only():
+    # rows 0 and 1 differ only past the completion's end (padding): equal; row 2 has another mask: distinct
+    from minigrpo.model import distinct_rows
+    ids, pmask = torch.tensor([[0, 5, 6]] * 3), torch.tensor([[0, 1, 1]] * 3)
+    cids = torch.tensor([[7, 1, 0], [7, 1, 9], [7, 1, 0]])
+    cmask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    first, inverse = distinct_rows(ids, pmask, cids, cmask)
+    assert inverse[0] == inverse[1] != inverse[2]
+    assert sorted(first.tolist()) == [0, 2]
+    assert torch.equal(first[inverse], torch.tensor([0, 0, 2]))
+
+
+def test_rows_are_not_merged_under_dropout(tok):
+    # with dropout on in training, equal rows give different outputs: each row keeps its own forward
+    from minigrpo.model import stochastic
+    m = build_model(make_config("tiny", seed=0), tok)
+    assert not stochastic(m.train())
+    m.config.attention_dropout = 0.1
+    assert stochastic(m.train()) and not stochastic(m.eval())
+
+
 # ---------------------------------------------------------------- device
 
 

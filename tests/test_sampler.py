@@ -429,7 +429,7 @@ def test_compacted_decoding_runs_the_unfinished_rows_only(eos_model, prompts):
     hook = eos_model.inner.register_forward_hook(lambda m, args, kw, out: seen.append(kw["input_ids"].shape[0]),
                                                  with_kwargs=True)
     try:
-        s = sample(eos_model, ids, mask, group_size=4, max_new_tokens=8, compact=True,
+        s = sample(eos_model, ids, mask, group_size=4, max_new_tokens=8, compact=True, merge=False,
                    generator=torch.Generator().manual_seed(3))
     finally:
         hook.remove()
@@ -437,6 +437,59 @@ def test_compacted_decoding_runs_the_unfinished_rows_only(eos_model, prompts):
     # prefill: the 5 prompts; then decoding step t runs the rows with a token at position t
     assert seen == [5] + alive[1:len(seen)].tolist()
     assert seen[-1] < 20
+
+
+@pytest.fixture(scope="module")
+def agreeing(rich, tok):
+    """A policy that puts most of its mass on "1", EOS and "2" (about 0.65, 0.24, 0.09): a group's samples share
+    most of their prefixes."""
+    bias = torch.zeros(len(tok))
+    bias[EOS] = 8.0
+    bias[tok.convert_tokens_to_ids("1")], bias[tok.convert_tokens_to_ids("2")] = 9.0, 7.0
+    return LogitBias(rich, bias).eval()
+
+
+def distinct_prefixes(s, G: int) -> list[int]:
+    """For each decoding forward after the prefill (step t >= 1): how many distinct (prompt, first t tokens)
+    the rows that go on at step t have, counted in Python from the samples."""
+    ids, mask = s.completion_ids.tolist(), s.completion_mask.tolist()
+    return [len({(i // G, tuple(ids[i][:t])) for i in range(len(ids)) if mask[i][t]})
+            for t in range(1, len(ids[0]))]
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+@pytest.mark.parametrize("draw, greedy", [("multinomial", False), ("inverse_cdf", False), ("multinomial", True)])
+def test_merged_prefixes_give_the_unmerged_samples(agreeing, prompts, share_prompt, draw, greedy):
+    """The rows of a prompt with the same tokens so far decode as one batch row, and each still draws its own token:
+    the same tokens, log-probs and entropies as decoding every row on its own."""
+    ids, mask = prompts
+    kw = dict(group_size=8, max_new_tokens=6, temperature=0.9, draw=draw, greedy=greedy, share_prompt=share_prompt)
+    alone = sample(agreeing, ids, mask, merge=False, generator=torch.Generator().manual_seed(3), **kw)
+    merged = sample(agreeing, ids, mask, merge=True, generator=torch.Generator().manual_seed(3), **kw)
+    alive = alone.completion_mask[:, 1:].sum().item()
+    assert sum(distinct_prefixes(alone, 8)) < alive / 2           # the samples do share prefixes
+    assert torch.equal(merged.completion_ids, alone.completion_ids)
+    assert torch.equal(merged.completion_mask, alone.completion_mask)
+    torch.testing.assert_close(merged.logps, alone.logps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(merged.entropy, alone.entropy, rtol=1e-5, atol=1e-6)
+    assert torch.equal(merged.truncated, alone.truncated)
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_merged_prefixes_decode_each_distinct_prefix_once(agreeing, prompts, share_prompt):
+    """The decoding forwards see one row per distinct (prompt, tokens so far), counted from the samples by hand."""
+    ids, mask = prompts
+    seen = []
+    hook = agreeing.inner.register_forward_hook(lambda m, args, kw, out: seen.append(kw["input_ids"].shape[0]),
+                                                with_kwargs=True)
+    try:
+        s = sample(agreeing, ids, mask, group_size=8, max_new_tokens=6, share_prompt=share_prompt,
+                   generator=torch.Generator().manual_seed(4))
+    finally:
+        hook.remove()
+    expected = distinct_prefixes(s, 8)
+    assert seen == [5] + expected[:len(seen) - 1]          # the 5 prompts, then one row per distinct prefix
+    assert len(seen) - 1 == sum(n > 0 for n in expected)
 
 
 def test_inverse_cdf_draws_the_softmax_frequencies():
