@@ -11,10 +11,12 @@ and a backward pass costs twice its forward. A GRPO step's *useful* work is the 
 engine can skip:
 
     prefill   the B prompts' real tokens once (padding is not useful), the head at the last one
-    decode    each completion token after the first: one forward of the token before it
+    decode    each distinct prefix of a group's completions: one forward of its last token. Rows of a
+              group whose tokens so far are equal have the same next-token distribution, so one forward
+              serves them all (a prefix tree; `distinct_work` counts its nodes)
     learn     forward + backward of the groups whose advantage is not 0 (the others add 0 to the
-              gradient): each group's prompt once (its G rows share it), each row's completion tokens
-              but the last, the head at the completion's positions
+              gradient): each group's prompt once (its G rows share it), and of each distinct completion
+              (equal rows have equal log-probs) the tokens but the last, the head at its positions
 
 Lengths are the step's mean prompt and completion lengths; attention's context is taken at its mean
 (it is ~3 % of the arithmetic here). `machine_rate` times torch.mm at the model's own shapes, so that a
@@ -64,20 +66,47 @@ class Shape:
 
 
 def step_flops(shape: Shape, prompts: int, group: int, prompt_len: float, completion_len: float,
-               kept_groups: float) -> dict[str, float]:
+               kept_groups: float, decode_positions: float | None = None, learn_rows: float | None = None,
+               learn_tokens: float | None = None) -> dict[str, float]:
     """Useful FLOPs of one GRPO step (module docstring), by part.
 
     prompts B, group G, mean real prompt and completion lengths (tokens, EOS included), and the groups that
-    carry a non-zero advantage (their G rows are trained). Returns {"prefill", "decode", "learn", "total"}.
+    carry a non-zero advantage (their G rows are trained). `decode_positions` (the distinct prefixes decoded
+    after the first token), `learn_rows` and `learn_tokens` (the distinct trained completions and their
+    tokens) come from `distinct_work`; without them every row counts on its own: B*G*(L-1) decoding
+    forwards, kept_groups*G rows of L tokens. Returns {"prefill", "decode", "learn", "total"}.
     """
     P, L = prompt_len, completion_len
     prefill = prompts * P * (shape.linear() + shape.attention((P + 1) / 2)) + prompts * shape.head()
-    decode = prompts * group * max(L - 1, 0) * (shape.linear() + shape.head() + shape.attention(P + L / 2))
-    rows = kept_groups * group
+    positions = prompts * group * max(L - 1, 0) if decode_positions is None else decode_positions
+    decode = positions * (shape.linear() + shape.head() + shape.attention(P + L / 2))
+    rows = kept_groups * group if learn_rows is None else learn_rows
+    tokens = rows * L if learn_tokens is None else learn_tokens
     learn = 3 * (kept_groups * P * (shape.linear() + shape.attention((P + 1) / 2))          # the prompt, once
-                 + rows * max(L - 1, 0) * (shape.linear() + shape.attention(P + L / 2))    # c_1 .. c_{L-1}
-                 + rows * L * shape.head())                                                 # L log-probs
+                 + (tokens - rows) * (shape.linear() + shape.attention(P + L / 2))        # c_1 .. c_{L-1}
+                 + tokens * shape.head())                                                   # L log-probs
     return {"prefill": prefill, "decode": decode, "learn": learn, "total": prefill + decode + learn}
+
+
+def distinct_work(completion_ids, completion_mask, group: int, kept) -> dict[str, int]:
+    """What of a step's sampled batch is distinct, from its tokens: the rows of a group (G consecutive rows)
+    with the same first t tokens share the forward that predicts token t + 1.
+
+    Symbol          | Shape  | Description
+    completion_ids  | (N, T) | the sampled tokens, right-padded
+    completion_mask | (N, T) | 1 for real tokens
+    kept            | (N,)   | True for the rows that are trained (their group's advantage is not 0)
+
+    Returns decode_positions (the distinct (group, first t tokens) over the rows with a token at t >= 1, summed
+    over t), learn_rows (the distinct (group, completion) among the kept rows) and learn_tokens (their tokens).
+    """
+    ids, mask, kept = completion_ids.tolist(), completion_mask.tolist(), [bool(k) for k in kept]
+    lengths = [sum(m) for m in mask]
+    decode = 0
+    for t in range(1, len(ids[0]) if ids else 0):
+        decode += len({(i // group, tuple(ids[i][:t])) for i in range(len(ids)) if lengths[i] > t})
+    trained = {(i // group, tuple(ids[i][:lengths[i]])) for i in range(len(ids)) if kept[i]}
+    return {"decode_positions": decode, "learn_rows": len(trained), "learn_tokens": sum(len(c) for _, c in trained)}
 
 
 def machine_rate(shape: Shape, dtype: torch.dtype, tokens: int = 4096, seconds: float = 1.0) -> float:

@@ -9,8 +9,8 @@ defaults and at the fastest CPU settings found for it (VARIANTS). Reported per r
     step_s         median wall seconds per GRPO step (sampling + reward + update)
     completions/s  B*G / step_s
     tokens/s       completion tokens sampled per second (EOS included)
-    useful GFLOP/s the step's useful arithmetic (flops.step_flops) per second, and as a share of this
-                   machine's torch.mm rate at the model's shapes and the precision used (flops.machine_rate)
+    useful GFLOP/s the step's useful arithmetic (flops.step_flops of the distinct work, flops.distinct_work) per
+                   second, and as a share of this machine's torch.mm rate at the model's shapes and precision
     peak_rss_mb    the process's peak resident memory
     accuracy       greedy held-out accuracy on data/arithmetic/test.jsonl after the run,
                    scored by the same minigrpo.evaluate for both
@@ -40,7 +40,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from flops import Shape, machine_rate, step_flops  # noqa: E402
+from flops import Shape, distinct_work, machine_rate, step_flops  # noqa: E402
 
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
 STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_equations", "sft")}
@@ -94,11 +94,21 @@ def run_minigrpo(a) -> dict:
                       max_new_tokens=a.max_new, lr=a.lr, warmup_steps=a.warmup, eval_every=0, save_every=0,
                       seed=a.seed, out_dir=tempfile.mkdtemp(prefix="bench-minigrpo-"),
                       **VARIANTS["minigrpo"][a.variant])
+    import minigrpo.trainer
+    batches, sample = [], minigrpo.trainer.rollout
+    def recorded(*args, **kw):   # each step's sampled batch, kept for distinct_work (counted after the run)
+        ro = sample(*args, **kw)
+        batches.append((ro.samples.completion_ids, ro.samples.completion_mask, ro.rewards))
+        return ro
+    minigrpo.trainer.rollout = recorded
     t0 = time.perf_counter()
     rows = train_grpo(model, tok, cfg, records("train", a.task), records("test", a.task)[:1], progress=False)
     wall = time.perf_counter() - t0
+    minigrpo.trainer.rollout = sample
+    kept = lambda r: (r.view(-1, a.group).amax(1) > r.view(-1, a.group).amin(1)).repeat_interleave(a.group)
     return {"step_s": [r["sample_s"] + r["learn_s"] for r in rows], "wall_s": wall,
             "completion_len": [r["completion_len"] for r in rows], "zero_var": [r["zero_var_frac"] for r in rows],
+            "distinct": [distinct_work(ids, mask, a.group, kept(r)) for ids, mask, r in batches],
             "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
             "accuracy": held_out_accuracy(model, tok, a), "peak_rss_mb": peak_rss_mb()}
 
@@ -148,10 +158,18 @@ def run_trl(a) -> dict:
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=data,
                           processing_class=tok, callbacks=[clock])
+    batches, generate = [], trainer._generate_and_score_completions
+    def recorded(*args, **kw):   # each step's sampled batch, kept for distinct_work (counted after the run)
+        out = generate(*args, **kw)
+        batches.append((out["completion_ids"], out["completion_mask"], out["advantages"]))
+        return out
+    trainer._generate_and_score_completions = recorded
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
+    kept = lambda adv: (adv.view(-1, a.group) != 0).any(1).repeat_interleave(a.group)
     return {"step_s": clock.step_s, "wall_s": wall, "completion_len": clock.lengths, "zero_var": clock.zero_var,
+            "distinct": [distinct_work(ids, mask, a.group, kept(adv)) for ids, mask, adv in batches],
             "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
             "accuracy": held_out_accuracy(trainer.model, tok, a), "peak_rss_mb": peak_rss_mb()}
 
@@ -164,13 +182,18 @@ def summarise(name: str, seed: int, out: dict, a) -> dict:
     zero = out["zero_var"][skip:] or [0.0]
     shape = Shape(**out["shape"])
     n = a.prompts * a.group
-    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, a.prompts * (1 - z))["total"] / t
-              for L, z, t in zip(lengths, zero, steps)]
+    distinct = out["distinct"][skip:]
+    if len(distinct) != len(steps):
+        sys.exit(f"{name}: {len(out['distinct'])} sampled batches recorded for {len(out['step_s'])} steps")
+    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, a.prompts * (1 - z), **w)["total"] / t
+              for L, z, w, t in zip(lengths, zero, distinct, steps)]
+    decoded = sum(w["decode_positions"] for w in distinct) / max(1, sum(max(L - 1, 0) * n for L in lengths))
     return {"trainer": name, "variant": a.variant, "seed": seed, "step_s": statistics.median(steps),
             "completions_per_s": n / statistics.median(steps),
             "tokens_per_s": statistics.median(L * n / t for L, t in zip(lengths, steps)),
             "useful_gflop_s": statistics.median(useful) / 1e9, "completion_len": statistics.mean(lengths),
             "zero_var_frac": statistics.mean(zero), "prompt_len": out["prompt_len"],
+            "distinct_decode_frac": decoded,
             "peak_rss_mb": out["peak_rss_mb"], "accuracy": out["accuracy"], "wall_s": out["wall_s"],
             "steps": len(out["step_s"]), "prompts": a.prompts, "group": a.group, "max_new": a.max_new,
             "task": a.task}

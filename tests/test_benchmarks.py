@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import grpo_speed  # noqa: E402
 import torch  # noqa: E402
-from flops import Shape, machine_rate, step_flops  # noqa: E402
+from flops import Shape, distinct_work, machine_rate, step_flops  # noqa: E402
 
 
 def test_minigrpo_worker_reports_one_result_line():
@@ -57,6 +57,29 @@ def test_step_flops_by_hand():
     # fwd + bwd of one group: its 3 prompt tokens once (ctx 2), then 3 rows x 1 completion token (ctx 4), 2 heads each
     assert f["learn"] == 3 * (3 * (640 + 64) + 3 * (640 + 128) + 3 * 2 * 80)
     assert f["total"] == f["prefill"] + f["decode"] + f["learn"]
+
+
+def test_step_flops_counts_the_distinct_work_by_hand():
+    """The same decoder and batch, with the distinct work given: 4 decoding forwards in place of 6, and 2 distinct
+    trained completions of 5 tokens in place of 3 rows of 2."""
+    shape = Shape(layers=2, d=4, ffn=8, vocab=10, kv=4)
+    f = step_flops(shape, prompts=2, group=3, prompt_len=3, completion_len=2, kept_groups=1,
+                   decode_positions=4, learn_rows=2, learn_tokens=5)
+    assert f["decode"] == 4 * (640 + 80 + 128)
+    # the prompt once (3 tokens, ctx 2); 5 - 2 = 3 completion tokens through the decoder (ctx 4); 5 heads
+    assert f["learn"] == 3 * (3 * (640 + 64) + 3 * (640 + 128) + 5 * 80)
+
+
+def test_distinct_work_by_hand():
+    """Two groups of 3. Group 0: "ab<e>", "ab<e>", "ac" (a row without its end); group 1: "d<e>", "x<e>", "d<e>".
+    Decoding forwards after the first token: t = 1 sees prefixes {0:a} (3 rows go on) and {1:d, 1:x}: 3;
+    t = 2 sees {0:ab} (rows 0 and 1 have a third token): 1; in all 4. Trained rows: group 0 only, 2 distinct
+    completions, ab<e> and ac, of 3 + 2 tokens."""
+    a, b, c, d, x, e, pad = 3, 4, 5, 6, 7, 1, 0
+    ids = torch.tensor([[a, b, e], [a, b, e], [a, c, pad], [d, e, pad], [x, e, pad], [d, e, pad]])
+    mask = (ids != pad).long()
+    kept = torch.tensor([True] * 3 + [False] * 3)
+    assert distinct_work(ids, mask, 3, kept) == {"decode_positions": 4, "learn_rows": 2, "learn_tokens": 5}
 
 
 def test_linear_flops_are_twice_the_decoders_linear_weights():
