@@ -168,10 +168,9 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             # the next step's batch rows, and for each the batch row (`parent`) whose cache it continues
-            stay = (~done[alive]).nonzero().squeeze(-1) if compact else None      # (n',) of the n rows, or all
-            rows = alive if stay is None else alive[stay]                         # (n',)
-            parent = (torch.arange(len(alive), device=device) if node is None else node) if stay is None else \
-                (stay if node is None else node[stay])                            # (n',) each row's batch row
+            stay = (~done[alive]).nonzero().squeeze(-1) if compact else torch.arange(len(alive), device=device)
+            rows = alive[stay]                                                    # (n',) of the n rows
+            parent = stay if node is None else node[stay]                         # (n',) each row's batch row
             if merge:   # one batch row per distinct (batch row, token): the nodes of the groups' prefix trees
                 V = logits.shape[-1]
                 nodes, node = torch.unique(parent * V + tok[rows], return_inverse=True)     # (m',), (n',)
