@@ -232,6 +232,19 @@ def test_shared_prompts_equal_each_row_alone(model, tok):
         assert (logp[i, len(c):] == 0).all()
 
 
+def rowwise_gradients(model, rows, w, temperature: float = 1.0) -> list[torch.Tensor]:
+    """The gradient of sum_{i,t} w_it log pi(c_it) taken row by row, each row an unpadded sequence of its own
+    (no cache, no sharing, no merging): the reference the shared and merged forwards are checked against."""
+    model.zero_grad(set_to_none=True)
+    for i, (p, c) in enumerate(rows):
+        logits = model(input_ids=torch.tensor([p + c])).logits[0] / temperature          # (L, V)
+        logp = F.log_softmax(logits[len(p) - 1:len(p) - 1 + len(c)], dim=-1)              # (|c|, V) predict c_t
+        (logp.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1) * w[i, :len(c)]).sum().backward()
+    grads = [q.grad.clone() for q in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
 def test_shared_prompts_gradient_equals_the_sum_of_each_rows_gradient(model, tok):
     # the gradient of sum_{i,t} w_it log pi(c_it) through the shared forward, against the same sum taken row by
     # row, each row an unpadded sequence of its own (no cache, no sharing): the prompt's gradient adds up over rows
@@ -240,14 +253,8 @@ def test_shared_prompts_gradient_equals_the_sum_of_each_rows_gradient(model, tok
     model.zero_grad(set_to_none=True)
     (completion_logprobs(model, *batch, share_prompts=True) * w).sum().backward()
     shared = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    for i, (p, c) in enumerate(rows):
-        logits = model(input_ids=torch.tensor([p + c])).logits[0]                         # (L, V)
-        logp = F.log_softmax(logits[len(p) - 1:len(p) - 1 + len(c)], dim=-1)              # (|c|, V) predict c_t
-        (logp.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1) * w[i, :len(c)]).sum().backward()
-    for g, q in zip(shared, model.parameters()):
-        assert torch.allclose(g, q.grad, atol=1e-5, rtol=1e-4)
-    model.zero_grad(set_to_none=True)
+    for g, h in zip(shared, rowwise_gradients(model, rows, w)):
+        assert torch.allclose(g, h, atol=1e-5, rtol=1e-4)
 
 
 def test_shared_prompts_run_each_distinct_prompt_once(model, tok):
@@ -329,17 +336,12 @@ def test_merged_rows_equal_each_row_alone_in_value_and_gradient(model, tok, shar
     logp = completion_logprobs(model, *batch, temperature=0.8, share_prompts=share, merge=True)
     (logp * w).sum().backward()
     merged = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
     for i, (p, c) in enumerate(rows):
         exp_lp, _ = hand_logprobs(model, p, c, 0.8)
         assert torch.allclose(logp[i, :len(c)].double(), exp_lp, atol=1e-5, rtol=0)
         assert (logp[i, len(c):] == 0).all()
-        logits = model(input_ids=torch.tensor([p + c])).logits[0] / 0.8                  # (L, V)
-        lp = F.log_softmax(logits[len(p) - 1:len(p) - 1 + len(c)], dim=-1)                # (|c|, V)
-        (lp.gather(-1, torch.tensor(c).unsqueeze(-1)).squeeze(-1) * w[i, :len(c)]).sum().backward()
-    for g, q in zip(merged, model.parameters()):
-        assert torch.allclose(g, q.grad, atol=1e-5, rtol=1e-4)
-    model.zero_grad(set_to_none=True)
+    for g, h in zip(merged, rowwise_gradients(model, rows, w, temperature=0.8)):
+        assert torch.allclose(g, h, atol=1e-5, rtol=1e-4)
 
 
 def test_merged_rows_run_each_distinct_row_once(model, tok):
