@@ -8,8 +8,8 @@ timeline (every allocation and free), on a GPU from torch.cuda.max_memory_alloca
 
     full       minigrpo 0.2's completion_logprobs: logits at all P+T positions, then a (N, T, V) log-softmax
     kept       the LM head at the T completion positions only (logits_to_keep), then logit - logsumexp
-               (model.selective_log_softmax): what a model with soft-capped or scaled logits gets
-    fused      the LM head and the log-softmax fused, block by block (model.LinearLogprob): the (N, T, V)
+               (logprobs.selective_log_softmax): what a model with soft-capped or scaled logits gets
+    fused      the LM head and the log-softmax fused, block by block (logprobs.LinearLogprob): the (N, T, V)
                logits never exist, in the forward or the backward; what plain-head models (Llama, Qwen2, ...) get
     micro      fused, with micro_batch_size rows per forward and backward (the same gradient)
 

@@ -5,7 +5,7 @@ the sampling temperature, the numbers the sampler computes (tests/test_sampler.p
 left-padded, so a token's position is the number of real tokens before it. It works for any
 transformers causal LM: the LM head runs only at the completion's positions (`logits_to_keep`), and a
 selective log-softmax takes each token's log-prob without a (N, T, V) log-softmax tensor (TRL's
-`selective_log_softmax` does the same), so with micro-batches of m rows the logits held at once are
+`selective_log_softmax` does the same; logprobs.py), so with micro-batches of m rows the logits held at once are
 (m, T, V), not (N, P+T, V).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .config import Config
+from .logprobs import BLOCK, LinearLogprob, entropy_of, selective_log_softmax  # noqa: F401 (model.X still)
 
 
 def build_model(cfg: Config, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -77,50 +78,11 @@ def _keeps_logits(forward_owner: type) -> bool:
     return "logits_to_keep" in inspect.signature(forward_owner.forward).parameters
 
 
-BLOCK = 1 << 24   # logits elements per block of rows in the log-softmax below: 64 MB of temporaries in float32
-
-
-def _row_blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """`x` (N, T, V) split along N into blocks of at most BLOCK elements (at least one row each)."""
-    per_row = max(1, x[0].numel()) if len(x) else 1
-    return x.split(max(1, BLOCK // per_row))
-
-
 def base_model(model):
     """The model itself, out of a torch.compile wrapper and a DDP wrapper (either, both or none)."""
     model = getattr(model, "_orig_mod", model)
     model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
-
-
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / temperature)[index] along the last axis, without a (..., V) log-softmax tensor.
-
-    Symbol | Shape     | Description
-    logits | (N, T, V) | any float dtype; float32 / float64 as logit - logsumexp(logits), bf16 / fp16 block by
-           |           | block in float32 (a logsumexp in 16 bits loses the log-prob's low digits)
-    index  | (N, T)    | the token ids whose log-probs to take
-    Returns (N, T) in float32 (or float64). Rows are taken in blocks of at most BLOCK logits, so the
-    temporaries stay bounded whatever N is (TRL's selective_log_softmax goes row by row).
-    """
-    if logits.dtype in (torch.float32, torch.float64):
-        scaled = logits if temperature == 1.0 else logits / temperature                 # (N, T, V)
-        picked = scaled.gather(-1, index.unsqueeze(-1)).squeeze(-1)                      # (N, T)
-        return picked - torch.cat([torch.logsumexp(b, dim=-1) for b in _row_blocks(scaled)])   # (N, T)
-    blocks = _row_blocks(logits)
-    out = [F.log_softmax(b.float() / temperature, dim=-1).gather(-1, i.unsqueeze(-1)).squeeze(-1)
-           for b, i in zip(blocks, index.split(len(blocks[0])))]
-    return torch.cat(out)                                                                # (N, T)
-
-
-def entropy_of(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) at each position, block by block, no gradient. (N, T, V) -> (N, T)."""
-    with torch.no_grad():
-        out = []
-        for b in _row_blocks(logits):
-            logp = F.log_softmax(b.float() / temperature, dim=-1)                        # (n, T, V)
-            out.append(-(logp.exp() * logp).sum(-1))                                     # (n, T)
-        return torch.cat(out)
 
 
 # causal LMs whose logits are exactly lm_head(last hidden state): no soft-capping, no logit scale
@@ -133,59 +95,6 @@ def plain_head(model) -> bool:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return (getattr(config, "model_type", None) in PLAIN_HEAD and isinstance(head, torch.nn.Linear)
             and not getattr(config, "final_logit_softcapping", None) and hasattr(model, "base_model"))
-
-
-class LinearLogprob(torch.autograd.Function):
-    """log softmax(h W^T + b)[index] for rows of hidden states h, block by block: the (M, V) logits are never held
-    whole, in the forward or the backward (which recomputes each block's logits). Memory O(M d + block V).
-
-    d logp / d logits = onehot(index) - softmax(logits), so each block's gradient is made and used at once.
-    Liger-Kernel's fused linear cross-entropy does the same for SFT; this is its log-prob form.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, index, temperature: float, dtype: torch.dtype):
-        rows = max(1, BLOCK // weight.shape[0])
-        lse, picked = [], []
-        for h, i in zip(hidden.split(rows), index.split(rows)):
-            logits = _block_logits(h, weight, bias, dtype, temperature)           # (n, V) float32
-            lse.append(torch.logsumexp(logits, dim=-1))                           # (n,)
-            picked.append(logits.gather(-1, i.unsqueeze(-1)).squeeze(-1))         # (n,)
-        lse, picked = torch.cat(lse), torch.cat(picked)
-        ctx.save_for_backward(hidden, weight, bias, index, lse)
-        ctx.temperature, ctx.dtype, ctx.rows = temperature, dtype, rows
-        return picked - lse                                                        # (M,)
-
-    @staticmethod
-    def backward(ctx, grad):
-        hidden, weight, bias, index, lse = ctx.saved_tensors
-        grad_hidden = torch.empty_like(hidden)
-        wide = torch.float64 if ctx.dtype == torch.float64 else torch.float32
-        grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device)
-        grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) if bias is not None else None
-        start = 0
-        for h, i, l, g in zip(hidden.split(ctx.rows), index.split(ctx.rows), lse.split(ctx.rows), grad.split(ctx.rows)):
-            logits = _block_logits(h, weight, bias, ctx.dtype, ctx.temperature)    # (n, V) recomputed
-            d_logits = -torch.exp(logits - l.unsqueeze(-1)) * g.unsqueeze(-1)     # (n, V) -softmax * grad
-            d_logits.scatter_add_(-1, i.unsqueeze(-1), g.unsqueeze(-1))           # + onehot * grad
-            d_logits = d_logits / ctx.temperature
-            grad_hidden[start:start + len(h)] = (d_logits.to(ctx.dtype) @ weight.to(ctx.dtype)).to(hidden.dtype)
-            grad_weight += (d_logits.to(ctx.dtype).T @ h.to(ctx.dtype)).to(wide)
-            if grad_bias is not None:
-                grad_bias += d_logits.sum(0)
-            start += len(h)
-        return (grad_hidden, grad_weight.to(weight.dtype), None if bias is None else grad_bias.to(bias.dtype),
-                None, None, None)
-
-
-def _block_logits(h, weight, bias, dtype, temperature):
-    """(n, V) float32 (float64 for float64) logits of one block of hidden states, the matmul in `dtype`
-    (autocast's, or float32)."""
-    wide = torch.float64 if dtype == torch.float64 else torch.float32
-    logits = (h.to(dtype) @ weight.to(dtype).T).to(wide)
-    if bias is not None:
-        logits = logits + bias.to(wide)
-    return logits if temperature == 1.0 else logits / temperature
 
 
 def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, temperature: float) -> torch.Tensor:
@@ -316,11 +225,13 @@ def distinct_rows(prompt_ids, prompt_mask, completion_ids, completion_mask) -> t
     distinct one, and `inverse` (N,), which of them each row is, so that x[first][inverse] is x row by row."""
     key = torch.cat([prompt_ids.masked_fill(prompt_mask == 0, -1),
                      completion_ids.masked_fill(completion_mask == 0, -1)], dim=1)       # (N, P+T)
-    _, inverse = torch.unique(key, dim=0, return_inverse=True)                           # (N,)
-    rows = torch.arange(len(key), device=key.device)
-    first = torch.full((int(inverse.max()) + 1,), len(key), device=key.device).scatter_reduce(0, inverse, rows,
-                                                                                              "amin")   # (U,)
-    return first, inverse
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)                    # (U, P+T), (N,)
+    return first_rows(inverse, torch.arange(len(key), device=key.device), len(distinct)), inverse
+
+
+def first_rows(inverse: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
+    """The first of `rows` (n,) in each of `count` classes, given each row's class `inverse` (n,). (count,)"""
+    return rows.new_empty(count).scatter_reduce(0, inverse, rows, "amin", include_self=False)
 
 
 def stochastic(lm) -> bool:

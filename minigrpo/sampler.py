@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from .model import _keeps_logits, cache_kwarg, positions, sync_clock
+from .model import _keeps_logits, cache_kwarg, first_rows, positions, sync_clock
 from .shared_prompt import NAME, SharedPrompt, attention_as, supported
 from .reward import score, soft_overlong_punishment
 from .tasks import is_correct
@@ -175,7 +175,7 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
                 V = logits.shape[-1]
                 nodes, node = torch.unique(parent * V + tok[rows], return_inverse=True)     # (m',), (n',)
                 parent = nodes // V                                               # (m',)
-                first = torch.full_like(nodes, N).scatter_reduce(0, node, rows, "amin")      # (m',) a row of each
+                first = first_rows(node, rows, len(nodes))                        # (m',) a row of each
                 step_tok, batch_rows = tok[first], first
             else:
                 node, step_tok, batch_rows = None, tok[rows], rows

@@ -18,7 +18,7 @@ import memory  # noqa: E402
 @pytest.fixture(scope="module")
 def peaks():
     # N = 32 rows, P = 16, T = 128, V = 32,000: one float32 (N, T, V) tensor is 500 MB, against the fused head's
-    # fixed blocks of 64 MB (model.BLOCK)
+    # fixed blocks of 64 MB (logprobs.BLOCK)
     return {case: memory.run(case, 32, 16, 128, 32000, 8, "cpu") for case in memory.CASES}
 
 
