@@ -65,16 +65,16 @@ class LinearLogprob(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, index, temperature: float, dtype: torch.dtype):
+    def forward(ctx, hidden, weight, bias, index, dtype: torch.dtype):
         rows = max(1, BLOCK // weight.shape[0])
         lse, picked = [], []
         for h, i in zip(hidden.split(rows), index.split(rows)):
-            logits = _block_logits(h, weight, bias, dtype, temperature)           # (n, V) float32
+            logits = _block_logits(h, weight, bias, dtype)                        # (n, V) float32
             lse.append(torch.logsumexp(logits, dim=-1))                           # (n,)
             picked.append(logits.gather(-1, i.unsqueeze(-1)).squeeze(-1))         # (n,)
         lse, picked = torch.cat(lse), torch.cat(picked)
         ctx.save_for_backward(hidden, weight, bias, index, lse)
-        ctx.temperature, ctx.dtype, ctx.rows = temperature, dtype, rows
+        ctx.dtype, ctx.rows = dtype, rows
         return picked - lse                                                        # (M,)
 
     @staticmethod
@@ -86,24 +86,23 @@ class LinearLogprob(torch.autograd.Function):
         grad_bias = torch.zeros(weight.shape[0], dtype=wide, device=weight.device) if bias is not None else None
         start = 0
         for h, i, l, g in zip(hidden.split(ctx.rows), index.split(ctx.rows), lse.split(ctx.rows), grad.split(ctx.rows)):
-            logits = _block_logits(h, weight, bias, ctx.dtype, ctx.temperature)    # (n, V) recomputed
+            logits = _block_logits(h, weight, bias, ctx.dtype)                     # (n, V) recomputed
             d_logits = -torch.exp(logits - l.unsqueeze(-1)) * g.unsqueeze(-1)     # (n, V) -softmax * grad
             d_logits.scatter_add_(-1, i.unsqueeze(-1), g.unsqueeze(-1))           # + onehot * grad
-            d_logits = d_logits / ctx.temperature
             grad_hidden[start:start + len(h)] = (d_logits.to(ctx.dtype) @ weight.to(ctx.dtype)).to(hidden.dtype)
             grad_weight += (d_logits.to(ctx.dtype).T @ h.to(ctx.dtype)).to(wide)
             if grad_bias is not None:
                 grad_bias += d_logits.sum(0)
             start += len(h)
         return (grad_hidden, grad_weight.to(weight.dtype), None if bias is None else grad_bias.to(bias.dtype),
-                None, None, None)
+                None, None)
 
 
-def _block_logits(h, weight, bias, dtype, temperature):
+def _block_logits(h, weight, bias, dtype):
     """(n, V) float32 (float64 for float64) logits of one block of hidden states, the matmul in `dtype`
     (autocast's, or float32)."""
     wide = torch.float64 if dtype == torch.float64 else torch.float32
     logits = (h.to(dtype) @ weight.to(dtype).T).to(wide)
     if bias is not None:
         logits = logits + bias.to(wide)
-    return logits if temperature == 1.0 else logits / temperature
+    return logits

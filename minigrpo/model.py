@@ -108,13 +108,18 @@ def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, t
 
 
 def _head(lm, hidden: torch.Tensor, completion_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """LinearLogprob of the hidden states (N, T, d) that predict `completion_ids` (N, T): log-probs (N, T)."""
+    """LinearLogprob of the hidden states (N, T, d) that predict `completion_ids` (N, T): log-probs (N, T) at
+    `temperature`. The temperature scales h and b rather than the logits inside the Function: torch.compile with
+    dynamic=True makes it a symbolic float, which Dynamo failed to trace inside an autograd.Function."""
     head = lm.get_output_embeddings()
     device = hidden.device
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
+    weight, bias = head.weight, head.bias
+    if temperature != 1.0:   # logits / tau = (h / tau) W^T + b / tau, outside the Function (docstring)
+        hidden, bias = hidden / temperature, None if bias is None else bias / temperature
     with torch.autocast(device_type=device.type, enabled=False):
-        logp = LinearLogprob.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
-                                   completion_ids.reshape(-1), temperature, dtype)  # (N*T,)
+        logp = LinearLogprob.apply(hidden.reshape(-1, hidden.shape[-1]), weight, bias,
+                                   completion_ids.reshape(-1), dtype)                 # (N*T,)
     return logp.view(completion_ids.shape)
 
 

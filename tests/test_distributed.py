@@ -149,3 +149,36 @@ def test_torch_compile_gives_the_same_update():
     torch.testing.assert_close(torch.cat([p.detach().flatten() for p in twin.parameters()]), w_one,
                                rtol=1e-5, atol=1e-6)
     assert upd.grad_norm == pytest.approx(one.grad_norm, rel=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile's CPU backend needs a C compiler")
+def test_torch_compile_of_the_bucketed_merged_forward_at_a_temperature():
+    """The CPU preset's training forward under --torch_compile: each distinct prompt once, rows in two length
+    buckets, equal rows merged, temperature 0.7. Compiled (dynamic shapes, so the temperature is a symbolic
+    float) it gives the eager forward's log-probs and gradient."""
+    from minigrpo.model import LogprobHead, length_buckets, plain_logprobs
+    torch.set_num_threads(1)
+    cfg = make_config("tiny")
+    tok = build_tokenizer()
+    model = build_model(cfg, tok)
+    ids, mask = pad_prompts([encode(tok, p) for p in PROMPTS], tok.pad_token_id)
+    G, T = 16, 6
+    prompt_ids, prompt_mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)      # (64, P)
+    gen = torch.Generator().manual_seed(0)
+    completion_ids = torch.randint(3, 20, (len(prompt_ids) // 2, T), generator=gen).repeat_interleave(2, 0)
+    lengths = torch.tensor([1, 1, 6, 6] * (len(prompt_ids) // 4))                            # rows 2k, 2k+1 equal
+    completion_mask = (torch.arange(T) < lengths[:, None]).long()                            # (64, T)
+    assert length_buckets(lengths.tolist()) == [1, 6]
+    weights = torch.randn(len(prompt_ids), T, generator=gen)
+
+    def logp_and_grad(forward, lm):
+        logp = forward(prompt_ids, prompt_mask, completion_ids, completion_mask, 0.7, True, True)   # (64, T)
+        (logp * completion_mask * weights).sum().backward()
+        return logp.detach(), torch.cat([p.grad.flatten() for p in lm.parameters()])
+
+    eager = copy.deepcopy(model)
+    want, want_grad = logp_and_grad(lambda *a: plain_logprobs(eager, *a), eager)
+    twin = copy.deepcopy(model)
+    got, got_grad = logp_and_grad(torch.compile(LogprobHead(twin), dynamic=True), twin)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-5)
