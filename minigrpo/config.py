@@ -42,7 +42,7 @@ class Config:
     # --- memory and speed (GPU) ---
     micro_batch_size: int = 0      # rows per forward and backward (0 = all at once); gradients add up to the batch's
     dtype: str = "float32"         # float32 | bfloat16 | float16 (CUDA): autocast for the forwards; weights, Adam: float32
-    torch_compile: bool = False    # torch.compile the training forward (pays on long GPU runs; slow to start)
+    torch_compile: bool = False    # torch.compile the training forward (recompiles as the batch changes: slower on the CPU)
     sample_dtype: str = ""         # the sampler's autocast dtype ("" = dtype); if it differs, is_cap corrects the mismatch
     is_cap: float = 3.0            # sampler != trainer: weight each token's loss by min(pi_train / pi_sampler, is_cap) (TIS)
     compact_decoding: bool = True  # finished rows leave the decoding batch (same tokens; less work when lengths differ)

@@ -13,6 +13,7 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "grpo_speed.py")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import grpo_speed  # noqa: E402
+import profile_step  # noqa: E402
 import torch  # noqa: E402
 from flops import Shape, distinct_work, machine_rate, step_flops  # noqa: E402
 
@@ -97,3 +98,15 @@ def test_linear_flops_are_twice_the_decoders_linear_weights():
 def test_machine_rate_is_a_positive_rate():
     shape = Shape(layers=1, d=32, ffn=64, vocab=40, kv=32)
     assert machine_rate(shape, torch.float32, tokens=64, seconds=0.05) > 1e6   # at least a MFLOP/s
+
+
+def test_op_breakdown_by_hand():
+    """profile_step.op_breakdown: per step, the matrix products' self time and FLOPs apart from the other ops."""
+    ev = lambda key, us, flops=0: SimpleNamespace(key=key, self_cpu_time_total=us, flops=flops)   # noqa: E731
+    events = [ev("aten::mm", 300_000, 6e9), ev("aten::bmm", 100_000, 1e9), ev("aten::exponential_", 200_000),
+              ev("aten::mul", 50_000), ev("aten::addmm", 50_000, 1e9)]
+    ops = profile_step.op_breakdown(events, steps=2)
+    assert ops["matmul_s"] == 0.225                      # (0.3 + 0.1 + 0.05) s over 2 steps
+    assert ops["matmul_flop"] == 4e9                     # (6 + 1 + 1) GFLOP over 2 steps
+    assert ops["op_s"] == 0.35                           # 0.7 s of op time over 2 steps
+    assert ops["others"] == [("aten::exponential_", 0.1), ("aten::mul", 0.025)]
