@@ -109,21 +109,26 @@ def distinct_work(completion_ids, completion_mask, group: int, kept) -> dict[str
     return {"decode_positions": decode, "learn_rows": len(trained), "learn_tokens": sum(len(c) for _, c in trained)}
 
 
-def machine_rate(shape: Shape, dtype: torch.dtype, tokens: int = 4096, seconds: float = 1.0) -> float:
+def machine_rate(shape: Shape, dtype: torch.dtype, tokens: int = 4096, seconds: float = 1.0,
+                 device: str = "cpu") -> float:
     """This machine's torch.mm rate (FLOP/s) on one token-block through the model's linear layers and head:
-    (tokens, d) @ (d, d), (d, kv) x 2, (d, d), (d, ffn) x 2, (ffn, d) and (d, V), run in turn for ~`seconds`."""
+    (tokens, d) @ (d, d), (d, kv) x 2, (d, d), (d, ffn) x 2, (ffn, d) and (d, V), run in turn for ~`seconds`
+    on `device` (a CUDA device is synchronised before each reading of the clock)."""
     g = torch.Generator().manual_seed(0)
     d, f, v, kv = shape.d, shape.ffn, shape.vocab, shape.kv
     dims = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d), (d, v)]
-    xs = {k: torch.randn(tokens, k, generator=g).to(dtype) for k in {d, f}}
-    ws = [torch.randn(k, n, generator=g).to(dtype) for k, n in dims]
+    xs = {k: torch.randn(tokens, k, generator=g).to(device, dtype) for k in {d, f}}
+    ws = [torch.randn(k, n, generator=g).to(device, dtype) for k, n in dims]
     flops = sum(2 * tokens * k * n for k, n in dims)
-    for _ in range(2):   # warm up (oneDNN picks and caches its kernels)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(2):   # warm up (oneDNN / cuBLAS pick and cache their kernels)
         for (k, _n), w in zip(dims, ws):
             xs[k] @ w
+    sync()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or reps < 3:
         for (k, _n), w in zip(dims, ws):
             xs[k] @ w
         reps += 1
+        sync()
     return reps * flops / (time.perf_counter() - t0)

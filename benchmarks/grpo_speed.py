@@ -43,7 +43,9 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from flops import Shape, distinct_work, machine_rate, step_flops  # noqa: E402
 
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
-STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_equations", "sft")}
+STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_equations", "sft"),
+          "arithmetic_hard": None}   # the GPU preset's SFT start: made by benchmarks/gpu_run.py, given with --start
+PRESET_OF = {"arithmetic": "cpu", "arithmetic_hard": "gpu", "equations": "equations"}
 # Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
 VARIANTS = {
     "minigrpo": {"default": {},                                    # float32, the reproducible course default
@@ -52,15 +54,39 @@ VARIANTS = {
             "fast": {"attn": "eager"}},                            # eager attention, float32
 }
 PRECISION = {("minigrpo", "fast"): "bfloat16"}                     # the rest run their matmuls in float32
+# On a GPU (benchmarks/gpu_run.py) both run in bfloat16: TRL at its defaults (bf16 autocast, gradient checkpointing
+# on, SDPA attention) and without gradient checkpointing; minigrpo eager and with its training forward compiled.
+VARIANTS_GPU = {
+    "minigrpo": {"default": {"dtype": "bfloat16"}, "compile": {"dtype": "bfloat16", "torch_compile": True}},
+    "trl": {"default": {"bf16": True}, "fast": {"bf16": True, "gradient_checkpointing": False}},
+}
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
+def peak_gpu_mb() -> float | None:
+    """The process's peak CUDA memory allocated by torch (None without CUDA)."""
+    import torch
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
 def records(split: str, task: str = "arithmetic") -> list[dict]:
     from minigrpo.data import load_split
     return load_split(task, split, os.path.join(ROOT, "data"))
+
+
+def variants(a) -> dict:
+    return VARIANTS if a.device == "cpu" else VARIANTS_GPU
+
+
+def start_of(a) -> str:
+    """The checkpoint both trainers start from: --start, else the task's committed SFT start."""
+    path = a.start or STARTS[a.task]
+    if not path:
+        sys.exit(f"task {a.task}: give --start (an SFT checkpoint folder, e.g. one benchmarks/gpu_run.py wrote)")
+    return path
 
 
 def held_out_accuracy(model, tok, a) -> float | None:
@@ -69,8 +95,9 @@ def held_out_accuracy(model, tok, a) -> float | None:
     from minigrpo.pipeline import prepare_model
     if not a.eval:
         return None
-    model = prepare_model(model.float(), torch.device("cpu"))
-    return evaluate(model, tok, records("test", a.task), max_new_tokens=a.max_new)["accuracy"]
+    model = prepare_model(model.float(), torch.device(a.device))
+    return evaluate(model, tok, records("test", a.task), max_new_tokens=a.max_new,
+                    device=torch.device(a.device))["accuracy"]
 
 
 def prompt_length(tok, task: str) -> float:
@@ -87,13 +114,14 @@ def run_minigrpo(a) -> dict:
     from minigrpo.pipeline import prepare_model, seed_everything
     from minigrpo.trainer import train_grpo
     seed_everything(a.seed)
-    model, tok = load_model(STARTS[a.task], torch.device("cpu"))
-    model = prepare_model(model, torch.device("cpu"))
-    cfg = make_config("cpu" if a.task == "arithmetic" else a.task, task=a.task, reward="correct",
+    device = torch.device(a.device)
+    model, tok = load_model(start_of(a), device)
+    model = prepare_model(model, device)
+    cfg = make_config(PRESET_OF[a.task], task=a.task, reward="correct", device=a.device,
                       steps=a.steps, prompts_per_step=a.prompts, group_size=a.group,
                       max_new_tokens=a.max_new, lr=a.lr, warmup_steps=a.warmup, eval_every=0, save_every=0,
                       seed=a.seed, out_dir=tempfile.mkdtemp(prefix="bench-minigrpo-"),
-                      **VARIANTS["minigrpo"][a.variant])
+                      **variants(a)["minigrpo"][a.variant])
     import minigrpo.trainer
     batches, sample = [], minigrpo.trainer.rollout
     def recorded(*args, **kw):   # each step's sampled batch, kept for distinct_work (counted after the run)
@@ -107,10 +135,11 @@ def run_minigrpo(a) -> dict:
     minigrpo.trainer.rollout = sample
     kept = lambda r: (r.view(-1, a.group).amax(1) > r.view(-1, a.group).amin(1)).repeat_interleave(a.group)
     return {"step_s": [r["sample_s"] + r["learn_s"] for r in rows], "wall_s": wall,
+            "sample_s": [r["sample_s"] for r in rows],
             "completion_len": [r["completion_len"] for r in rows], "zero_var": [r["zero_var_frac"] for r in rows],
             "distinct": [distinct_work(ids, mask, a.group, kept(r)) for ids, mask, r in batches],
             "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
-            "accuracy": held_out_accuracy(model, tok, a), "peak_rss_mb": peak_rss_mb()}
+            "accuracy": held_out_accuracy(model, tok, a), "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": peak_gpu_mb()}
 
 
 def run_trl(a) -> dict:
@@ -121,9 +150,9 @@ def run_trl(a) -> dict:
     from minigrpo.reward import correctness
 
     torch.manual_seed(a.seed)
-    opts = {**VARIANTS["trl"][a.variant], **json.loads(a.trl_opts)}
-    tok = AutoTokenizer.from_pretrained(STARTS[a.task])
-    model = AutoModelForCausalLM.from_pretrained(STARTS[a.task], **({"attn_implementation": opts.pop("attn")}
+    opts = {**variants(a)["trl"][a.variant], **json.loads(a.trl_opts)}
+    tok = AutoTokenizer.from_pretrained(start_of(a))
+    model = AutoModelForCausalLM.from_pretrained(start_of(a), **({"attn_implementation": opts.pop("attn")}
                                                                    if "attn" in opts else {}))
     data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records("train", a.task)])
 
@@ -139,6 +168,8 @@ def run_trl(a) -> dict:
             self._t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.step_s.append(time.perf_counter() - self._t)
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -147,7 +178,7 @@ def run_trl(a) -> dict:
                 self.zero_var.append(logs.get("frac_reward_zero_std", 0.0))
 
     args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench-trl-"), use_cpu=True, seed=a.seed, report_to="none",
+        output_dir=tempfile.mkdtemp(prefix="bench-trl-"), use_cpu=a.device == "cpu", seed=a.seed, report_to="none",
         max_steps=a.steps, per_device_train_batch_size=a.prompts * a.group, gradient_accumulation_steps=1,
         num_generations=a.group, max_completion_length=a.max_new, temperature=1.0, top_k=0, top_p=1.0,
         learning_rate=a.lr, lr_scheduler_type="constant_with_warmup", warmup_steps=a.warmup,
@@ -158,9 +189,13 @@ def run_trl(a) -> dict:
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=data,
                           processing_class=tok, callbacks=[clock])
-    batches, generate = [], trainer._generate_and_score_completions
+    batches, sample_s, generate = [], [], trainer._generate_and_score_completions
     def recorded(*args, **kw):   # each step's sampled batch, kept for distinct_work (counted after the run)
+        t = time.perf_counter()
         out = generate(*args, **kw)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        sample_s.append(time.perf_counter() - t)
         batches.append((out["completion_ids"], out["completion_mask"], out["advantages"]))
         return out
     trainer._generate_and_score_completions = recorded
@@ -168,10 +203,12 @@ def run_trl(a) -> dict:
     trainer.train()
     wall = time.perf_counter() - t0
     kept = lambda adv: (adv.view(-1, a.group) != 0).any(1).repeat_interleave(a.group)
-    return {"step_s": clock.step_s, "wall_s": wall, "completion_len": clock.lengths, "zero_var": clock.zero_var,
+    return {"step_s": clock.step_s, "wall_s": wall, "sample_s": sample_s, "completion_len": clock.lengths,
+            "zero_var": clock.zero_var,
             "distinct": [distinct_work(ids, mask, a.group, kept(adv)) for ids, mask, adv in batches],
             "prompt_len": prompt_length(tok, a.task), "shape": Shape.of(model.config).__dict__,
-            "accuracy": held_out_accuracy(trainer.model, tok, a), "peak_rss_mb": peak_rss_mb()}
+            "accuracy": held_out_accuracy(trainer.model, tok, a), "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": peak_gpu_mb()}
 
 
 def summarise(name: str, seed: int, out: dict, a) -> dict:
@@ -185,16 +222,22 @@ def summarise(name: str, seed: int, out: dict, a) -> dict:
     distinct = out["distinct"][skip:]
     if len(distinct) != len(steps):
         sys.exit(f"{name}: {len(out['distinct'])} sampled batches recorded for {len(out['step_s'])} steps")
-    useful = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, a.prompts * (1 - z), **w)["total"] / t
-              for L, z, w, t in zip(lengths, zero, distinct, steps)]
+    work = [step_flops(shape, a.prompts, a.group, out["prompt_len"], L, a.prompts * (1 - z), **w)
+            for L, z, w in zip(lengths, zero, distinct)]
+    useful = [f["total"] / t for f, t in zip(work, steps)]
+    sampled = out.get("sample_s", [])[skip:] or [None] * len(steps)
+    learn = [f["learn"] / (t - s) for f, t, s in zip(work, steps, sampled) if s is not None and t > s]
     decoded = sum(w["decode_positions"] for w in distinct) / max(1, sum(max(L - 1, 0) * n for L in lengths))
     return {"trainer": name, "variant": a.variant, "seed": seed, "step_s": statistics.median(steps),
             "completions_per_s": n / statistics.median(steps),
             "tokens_per_s": statistics.median(L * n / t for L, t in zip(lengths, steps)),
             "useful_gflop_s": statistics.median(useful) / 1e9, "completion_len": statistics.mean(lengths),
+            "learn_gflop_s": statistics.median(learn) / 1e9 if learn else None,
+            "sampler_tokens_per_s": statistics.median(L * n / s for L, s in zip(lengths, sampled))
+                                    if sampled[0] is not None else None,
             "zero_var_frac": statistics.mean(zero), "prompt_len": out["prompt_len"],
             "distinct_decode_frac": decoded,
-            "peak_rss_mb": out["peak_rss_mb"], "accuracy": out["accuracy"], "wall_s": out["wall_s"],
+            "peak_rss_mb": out["peak_rss_mb"], "peak_gpu_mb": out.get("peak_gpu_mb"), "accuracy": out["accuracy"], "wall_s": out["wall_s"],
             "steps": len(out["step_s"]), "prompts": a.prompts, "group": a.group, "max_new": a.max_new,
             "task": a.task}
 
@@ -203,12 +246,12 @@ def worker(name: str, variant: str, seed: int, a, **over) -> dict:
     """Run one trainer variant in a process of its own; its result row."""
     evaluate = over.pop("eval", True)
     settings = {k: getattr(a, k) for k in ("steps", "prompts", "group", "lr", "warmup", "threads", "max_new",
-                                            "task")} | over
+                                            "task", "device", "start")} | over
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--variant", variant, "--seed", str(seed)]
     cmd += [f"--{k}={v}" for k, v in settings.items()] + ([] if evaluate else ["--no-eval"])
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.worker_timeout)
     line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
     if done.returncode or line is None:
         sys.exit(f"{name} ({variant}) seed {seed} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -227,11 +270,14 @@ def machine_rates(threads: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=("minigrpo", "trl"), help=argparse.SUPPRESS)
-    p.add_argument("--variant", choices=("default", "fast"), default="default", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=("default", "fast", "compile"), default="default", help=argparse.SUPPRESS)
     p.add_argument("--trl_opts", default="{}", help=argparse.SUPPRESS)   # try other TRL settings in a worker
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--task", default="arithmetic", choices=tuple(STARTS), help=argparse.SUPPRESS)
     p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)       # "cuda": benchmarks/gpu_run.py
+    p.add_argument("--start", default="", help=argparse.SUPPRESS)           # an SFT start other than the task's
+    p.add_argument("--worker_timeout", type=float, default=None, help=argparse.SUPPRESS)   # seconds per worker
     p.add_argument("--steps", type=int, default=30, help="GRPO steps per run")
     p.add_argument("--seeds", type=int, default=3, help="runs per trainer variant (seeds 0, 1, ...)")
     p.add_argument("--prompts", type=int, default=256, help="B: prompts per step (the CPU preset's)")

@@ -124,6 +124,26 @@ def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
     return splits
 
 
+def extra_problems(name: str, n: int, seed: int = 0) -> list[dict]:
+    """`n` further problems of dataset `name` that no split holds (sft, train or test of the same seed): a larger
+    held-out set, drawn as the splits are (kinds in turn) from a source of its own. Raises ValueError when the
+    problem space has fewer than `n` problems left."""
+    spec = DATASETS[name]
+    seen = {r["prompt"] for records in make_splits(name, seed).values() for r in records}
+    rng = random.Random(f"minigrpo/{name}/extra/{seed}")
+    out, misses = [], 0
+    while len(out) < n:
+        record = _draw(spec, rng, len(out))
+        if record["prompt"] in seen:
+            misses += 1
+            if misses > 100 * (n + 100):
+                raise ValueError(f"{name}: found only {len(out)} of {n} problems outside its splits")
+            continue
+        seen.add(record["prompt"])
+        out.append({**record, "split": "extra"})
+    return out
+
+
 def write_all(out_dir: str | os.PathLike = "data", seed: int = 0) -> dict[str, int]:
     """Generate and write every dataset in DATASETS under `out_dir`.
 
