@@ -2,11 +2,12 @@
 # make test    set up (once) and run every test: unit, property and notebook (nbval)
 # make lab     set up (once) and open the lessons in JupyterLab
 # make bench   set up (once, with TRL) and time minigrpo against TRL's GRPOTrainer (~15 min on 2 cores)
+# make gpu-run the GPU work in one command (on a CUDA machine, <= 9 min): benchmarks/gpu_run.py
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install train test lab bench data clean
+.PHONY: install train test lab bench gpu-run data clean
 
 install: $(STAMP)
 
@@ -29,6 +30,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/grpo_speed.py
 	$(PY) benchmarks/profile_step.py
+
+gpu-run:
+	PYTHONPATH=. python3 benchmarks/gpu_run.py --out runs/gpu
 
 data: $(STAMP)
 	$(PY) -m minigrpo data

@@ -42,8 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-# part -> (seconds allowed on the GPU, seconds allowed in --smoke); the GPU limits add up to 8.75 minutes
-LIMITS = {"peak": (20, 30), "preset": (280, 60), "long": (5, 5), "trl": (150, 120), "qwen": (70, 60)}
+# part -> (seconds allowed on the GPU, seconds allowed in --smoke); the GPU limits add up to 8.8 minutes
+LIMITS = {"peak": (20, 30), "preset": (270, 60), "long": (20, 20), "trl": (150, 120), "qwen": (70, 60)}
 PARTS = tuple(LIMITS)
 BF16_PEAK_DATASHEET = {"H100": 989e12, "H200": 989e12}   # dense bf16 FLOP/s, NVIDIA's H100/H200 SXM datasheets
 EXTRA_PROBLEMS = 5000
@@ -73,28 +73,38 @@ def part_peak(a) -> dict:
     return {"device": name, "bf16_mm_flop_s": rate, "bf16_datasheet_flop_s": sheet}
 
 
-def preset_config(a):
-    """The GPU preset, or (--smoke) the same task and pipeline at toy sizes for the CPU."""
+LONG_PRESET = "long"   # the long-answer preset's name, once the issue after this one adds it to config.PRESETS
+
+
+def preset_config(a, name: str = "gpu"):
+    """Preset `name` writing to OUT/<part>, or (--smoke) the same task and pipeline at toy sizes for the CPU."""
     from minigrpo.config import make_config
-    out = os.path.join(a.out, "preset")
+    out = os.path.join(a.out, "preset" if name == "gpu" else "long")
     if a.smoke:
-        return make_config("gpu", out_dir=out, device="cpu", hidden_size=32, num_layers=2, num_heads=2,
+        return make_config(name, out_dir=out, device="cpu", hidden_size=32, num_layers=2, num_heads=2,
                            intermediate_size=64, sft_steps=20, sft_batch_size=32, steps=4, prompts_per_step=8,
                            group_size=4, eval_every=2, eval_size=32, save_every=0)
-    return make_config("gpu", out_dir=out)
+    return make_config(name, out_dir=out)
 
 
-def part_preset(a) -> dict:
-    """`python -m minigrpo train --preset gpu`, then the final checkpoint on further unseen problems."""
+def train_preset(a, name: str) -> dict:
+    """`python -m minigrpo train --preset NAME`, then the final checkpoint on further problems no split holds."""
     import torch
     from minigrpo.checkpoint import load_model
-    from minigrpo.course.datasets import extra_problems
+    from minigrpo.course.datasets import DATASETS, extra_problems
     from minigrpo.evaluate import evaluate
     from minigrpo.model import precision
     from minigrpo.pipeline import prepare_model, run_train
     from minigrpo.tasks import is_correct
-    cfg = preset_config(a)
+    cfg = preset_config(a, name)
     results = run_train(cfg, progress=True)
+    out = {"accuracy_sft": results["sft"]["accuracy"], "accuracy_grpo": results["grpo"]["accuracy"],
+           "test_n": results["grpo"]["n"], "seconds_sft": results["seconds_sft"],
+           "seconds_grpo": results["seconds_grpo"], "seconds_total": results["seconds_total"],
+           "parameters": results["parameters"], "device_name": results["device_name"],
+           "grpo_steps": results["grpo_steps"], "estimate": estimate_of(cfg)}
+    if cfg.task not in DATASETS:
+        return out
     t0 = time.perf_counter()
     device = torch.device(results["device"])
     model, tok = load_model(os.path.join(cfg.out_dir, "checkpoint"), device)
@@ -103,23 +113,23 @@ def part_preset(a) -> dict:
     with precision(device, cfg.dtype):
         ev = evaluate(model, tok, extra, max_new_tokens=cfg.max_new_tokens, device=device,
                       batch_size=cfg.eval_batch_size, return_completions=True)
-    by_op = {}
+    by_kind = {}
     for r, c in zip(extra, ev["completions"]):
-        by_op.setdefault(r["op"], []).append(is_correct(r, c))
-    return {"accuracy_sft": results["sft"]["accuracy"], "accuracy_grpo": results["grpo"]["accuracy"],
-            "test_n": results["grpo"]["n"], "accuracy_extra": ev["accuracy"], "extra_n": ev["n"],
-            "accuracy_extra_by_op": {op: sum(v) / len(v) for op, v in by_op.items()},
-            "seconds_sft": results["seconds_sft"], "seconds_grpo": results["seconds_grpo"],
-            "seconds_total": results["seconds_total"], "seconds_extra_eval": time.perf_counter() - t0,
-            "parameters": results["parameters"], "device_name": results["device_name"],
-            "grpo_steps": results["grpo_steps"], "estimate": estimate_of(cfg)}
+        by_kind.setdefault(r.get("op", r["task"]), []).append(is_correct(r, c))
+    return out | {"accuracy_extra": ev["accuracy"], "extra_n": ev["n"],
+                  "accuracy_extra_by_op": {k: sum(v) / len(v) for k, v in by_kind.items()},
+                  "seconds_extra_eval": time.perf_counter() - t0}
+
+
+def part_preset(a) -> dict:
+    return train_preset(a, "gpu")
 
 
 def part_long(a) -> dict:
     from minigrpo.config import PRESETS
-    if "long" not in PRESETS:
-        return {"skipped": "the long-answer preset (issue 30) does not exist yet"}
-    raise NotImplementedError("part long: run the long-answer preset here once issue 30 adds it")
+    if LONG_PRESET not in PRESETS:
+        return {"skipped": f"no preset {LONG_PRESET!r} yet (the long-answer task is the next issue)"}
+    return train_preset(a, LONG_PRESET)
 
 
 def part_trl(a) -> dict:
@@ -135,15 +145,19 @@ def part_trl(a) -> dict:
     if a.smoke:
         prompts, group = 8, 4
     device = "cuda" if not a.smoke else "cpu"
-    speed = argparse.Namespace(steps=4 if a.smoke else 12, prompts=prompts, group=group, max_new=max_new, lr=lr,
+    speed = argparse.Namespace(steps=4 if a.smoke else 10, prompts=prompts, group=group, max_new=max_new, lr=lr,
                                warmup=1, threads=os.cpu_count() if device == "cuda" else 2, task=task,
-                               device=device, start=start, worker_timeout=None)
+                               device=device, start=start, worker_timeout=None, variant_set="gpu")
     try:
         import trl  # noqa: F401
         has_trl = True
     except Exception as e:   # not installed, or it fails with this transformers
         has_trl, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    runs = [("minigrpo", "default"), ("trl", "default"), ("trl", "fast"), ("minigrpo", "compile")]
+    result = {"start": os.path.relpath(start, a.out) if start.startswith(a.out) else start, "task": task,
+              "settings": {k: getattr(speed, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup")},
+              "mm_flop_s_at_model_shapes": _model_mm_rate(_shape_of(start), device),
+              "variants": grpo_speed.variants(speed), "runs": [], "failed": {}}
+    runs = [("minigrpo", "default"), ("trl", "default"), ("trl", "fast"), ("minigrpo", "bf16"), ("minigrpo", "compile")]
     rows, failed = [], {}
     deadline = time.perf_counter() + LIMITS["trl"][a.smoke] - 10
     for name, variant in runs:
@@ -167,11 +181,9 @@ def part_trl(a) -> dict:
             failed[f"{name} {variant}"] = str(e)[-1500:]
         except subprocess.TimeoutExpired:
             failed[f"{name} {variant}"] = f"ran past {left:.0f} s"
-    shape = _shape_of(start)
-    return {"start": os.path.relpath(start, a.out) if start.startswith(a.out) else start, "task": task,
-            "settings": {k: getattr(speed, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup")},
-            "mm_flop_s_at_model_shapes": _model_mm_rate(shape, device), "runs": rows, "failed": failed,
-            "variants": grpo_speed.variants(speed)}
+        result["runs"], result["failed"] = rows, failed
+        write_result(a, "trl", result)   # after each run: a part stopped at its limit keeps the runs it finished
+    return result
 
 
 def qwen_tokenizer(texts: list[str], vocab_size: int):
@@ -275,7 +287,8 @@ def _model_mm_rate(shape, device: str) -> float:
 # the estimate of the preset's time, written down before the run (README)
 # --------------------------------------------------------------------------------------------------------------
 
-# Assumptions of the time model, stated so that the GPU run can test them:
+# Assumptions of the time model, stated so that the GPU run can test them (the first, 2026-12-04: SFT as predicted,
+# GRPO 1.5x, before the per-completion Python below was counted):
 LAUNCH_S = 10e-6        # host seconds per eager op (dispatch + launch; HF's Python between them) on a server CPU
 MATMUL_SHARE = 0.5      # the share of the measured bf16 matmul rate that these small (d = 384) products reach
 SYNC_S = 20e-6          # extra seconds per host-device synchronisation (a .item(), .tolist(), nonzero, unique)
@@ -305,6 +318,23 @@ def count_ops(fn) -> tuple[int, int]:
     syncs = [e for e in events if e.name in ("aten::item", "aten::_local_scalar_dense", "aten::nonzero",
                                              "aten::unique_dim", "aten::_unique2", "aten::unique_consecutive")]
     return len(leaves), len(syncs)
+
+
+def per_completion_s(tok, records: list[dict], group: int) -> float:
+    """Host seconds per completion of what a GRPO step does in Python for each one, timed here: decoding it,
+    rewarding it and checking it (trainer.rollout). Random digit strings of up to 8 tokens stand in for samples."""
+    import torch
+    from minigrpo.reward import parse_reward, score
+    from minigrpo.tasks import is_correct
+    from minigrpo.tokenizer import decode_batch, stop_ids
+    rows = [r for r in records for _ in range(group)]
+    digits = torch.tensor(tok.convert_tokens_to_ids(list("0123456789-")))
+    ids = digits[torch.randint(len(digits), (len(rows), 8), generator=torch.Generator().manual_seed(0))]
+    reward, t0 = parse_reward("correct"), time.perf_counter()
+    texts = decode_batch(tok, ids, stop_ids(tok))
+    score(reward, [r["prompt"] for r in rows], texts, rows)
+    [is_correct(r, c) for r, c in zip(rows, texts)]
+    return (time.perf_counter() - t0) / len(rows)
 
 
 def estimate(a) -> dict:
@@ -339,6 +369,7 @@ def estimate(a) -> dict:
     grpo_ops = count_ops(lambda: step(1))
     eval_ops = count_ops(lambda: evaluate(model, tok, data["test"][:64], max_new_tokens=cfg.max_new_tokens,
                                           batch_size=64))
+    row_s = per_completion_s(tok, data["train"][:cfg.prompts_per_step], cfg.group_size)
     shape = Shape.of(model.config)
     P = statistics.mean(len(encode(tok, r["prompt"])) for r in data["train"][:2000])
     L = statistics.mean(len(encode(tok, r["solution"], bos=False, eos=True)) for r in data["sft"])
@@ -350,14 +381,14 @@ def estimate(a) -> dict:
     rate = 790e12 * MATMUL_SHARE                     # KINDS.md's measured bf16 rate on an H200, at the share above
     per = lambda ops, flop: ops[0] * LAUNCH_S + ops[1] * SYNC_S + flop / rate
     sft_s = cfg.sft_steps * per((sft_ops[0] / 3, sft_ops[1] / 3), sft_flop)
-    grpo_s = cfg.steps * per(grpo_ops, grpo_flop)
+    grpo_s = cfg.steps * (per(grpo_ops, grpo_flop) + cfg.prompts_per_step * cfg.group_size * row_s)
     eval_s = eval_batches * per(eval_ops, 0.0)
     return {"sizes": {k: getattr(cfg, k) for k in ("hidden_size", "num_layers", "sft_steps", "sft_batch_size",
                                                     "steps", "prompts_per_step", "group_size", "max_new_tokens")},
             "assumptions": {"launch_s": LAUNCH_S, "sync_s": SYNC_S, "matmul_rate": rate},
             "ops_per_sft_step": sft_ops[0] / 3, "syncs_per_sft_step": sft_ops[1] / 3,
             "ops_per_grpo_step": grpo_ops[0], "syncs_per_grpo_step": grpo_ops[1],
-            "ops_per_eval_batch": eval_ops[0], "syncs_per_eval_batch": eval_ops[1],
+            "ops_per_eval_batch": eval_ops[0], "syncs_per_eval_batch": eval_ops[1], "python_s_per_completion": row_s,
             "flop_per_sft_step": sft_flop, "flop_per_grpo_step": grpo_flop, "eval_batches": eval_batches,
             "sft_s": sft_s, "grpo_s": grpo_s, "eval_s": eval_s, "total_s": sft_s + grpo_s + eval_s,
             "counted_on": _cpu_name(), "torch": torch.__version__}
@@ -366,6 +397,12 @@ def estimate(a) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # the command: every part in a process of its own, then one table
 # --------------------------------------------------------------------------------------------------------------
+
+def write_result(a, part: str, result: dict) -> None:
+    """OUT/<part>/result.json, atomically (a part stopped at its limit leaves the last whole one)."""
+    from minigrpo.files import atomic_write
+    atomic_write(os.path.join(a.out, part, "result.json"), lambda f: json.dump(result, f, indent=2))
+
 
 def run_part(name: str, a) -> dict:
     """Run part `name` in a child process under its time limit; its result, or why it has none."""
@@ -386,13 +423,16 @@ def run_part(name: str, a) -> dict:
             code = None
     seconds = time.perf_counter() - t0
     path = os.path.join(folder, "result.json")
-    if code == 0 and os.path.exists(path):
+    saved = {}
+    if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            return {"status": "ok", "seconds": seconds, **json.load(f)}
+            saved = json.load(f)
+    if code == 0 and saved:
+        return {"status": "ok", "seconds": seconds, **saved}
     with open(os.path.join(a.out, f"{name}.log"), encoding="utf-8", errors="replace") as f:
         tail = f.read()[-1500:]
     why = f"ran past its limit of {limit} s" if code is None else f"exit {code}"
-    return {"status": "failed", "seconds": seconds, "why": why, "log_tail": tail}
+    return {"status": "partial" if saved else "failed", "seconds": seconds, "why": why, "log_tail": tail, **saved}
 
 
 def versions() -> dict:
@@ -422,6 +462,21 @@ def _cpu_name() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def add_mfu(parts: dict) -> None:
+    """The learning step's model-FLOPs utilisation (its useful FLOP/s) against the measured bf16 matmul rate of part
+    peak and the datasheet's peak, wherever both are known."""
+    peak = parts.get("peak", {})
+    if "bf16_mm_flop_s" not in peak:
+        return
+    def mfu(flop_s: float | None) -> dict:
+        return {} if not flop_s else {"learn_mfu_measured": flop_s / peak["bf16_mm_flop_s"],
+                                      "learn_mfu_datasheet": flop_s / (peak["bf16_datasheet_flop_s"] or float("nan"))}
+    if "learn_flop_s" in parts.get("qwen", {}):
+        parts["qwen"].update(mfu(parts["qwen"]["learn_flop_s"]))
+    for run in parts.get("trl", {}).get("runs", []):
+        run.update(mfu((run.get("learn_gflop_s") or 0) * 1e9))
+
+
 def table(parts: dict) -> str:
     """The one short table printed at the end."""
     lines = [f"{'part':8}{'status':9}{'s':>6}  result"]
@@ -431,25 +486,29 @@ def table(parts: dict) -> str:
 
 
 def _summary(name: str, r: dict) -> str:
-    if r["status"] != "ok":
+    if r["status"] == "failed":
         return r["why"]
     if "skipped" in r:
         return r["skipped"]
     pct = lambda x: f"{100 * x:.1f}%"
     if name == "peak":
         return f"{r['device']}: bf16 mm {r['bf16_mm_flop_s'] / 1e12:.0f} TFLOP/s"
-    if name == "preset":
+    if name in ("preset", "long"):
         est = r.get("estimate", {}).get("total_s")
-        return (f"held-out {pct(r['accuracy_sft'])} -> {pct(r['accuracy_grpo'])} (test, n={r['test_n']}), "
-                f"{pct(r['accuracy_extra'])} on {r['extra_n']} more; SFT {r['seconds_sft']:.0f} s + GRPO "
-                f"{r['seconds_grpo']:.0f} s" + (f" (estimated {est:.0f} s)" if est else ""))
+        extra = f", {pct(r['accuracy_extra'])} on {r['extra_n']} more" if "extra_n" in r else ""
+        return (f"held-out {pct(r['accuracy_sft'])} -> {pct(r['accuracy_grpo'])} (test, n={r['test_n']}){extra}; "
+                f"SFT {r['seconds_sft']:.0f} s + GRPO {r['seconds_grpo']:.0f} s"
+                + (f" (estimated {est:.0f} s)" if est else ""))
     if name == "trl":
         runs = ", ".join(f"{x['trainer']} {x['variant']} {x['completions_per_s']:.0f}/s" for x in r["runs"])
-        return f"completions per second: {runs}" + (f"; failed: {', '.join(r['failed'])}" if r["failed"] else "")
+        return (f"completions per second: {runs}" + (f"; failed: {', '.join(r['failed'])}" if r["failed"] else "")
+                + (f"; then {r['why']}" if r["status"] == "partial" else ""))
     if name == "qwen":
         mem = f", peak {r['peak_gpu_mb'] / 1024:.1f} GiB" if r["peak_gpu_mb"] else ""
+        mfu = (f" (MFU {100 * r['learn_mfu_measured']:.0f}% of the measured mm rate)"
+               if "learn_mfu_measured" in r else "")
         return (f"{r['parameters'] / 1e6:.0f}M params, {r['rows']} rows x {r['completion_len']:.0f} tokens: sampler "
-                f"{r['sampler_tokens_per_s']:.0f} tok/s, learn {r['learn_flop_s'] / 1e12:.0f} TFLOP/s{mem}")
+                f"{r['sampler_tokens_per_s']:.0f} tok/s, learn {r['learn_flop_s'] / 1e12:.0f} TFLOP/s{mfu}{mem}")
     return ""
 
 
@@ -458,7 +517,8 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "gpu"), help="folder for everything the run writes")
     p.add_argument("--smoke", action="store_true", help="every part at toy sizes, on the CPU (the CI rehearsal)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    p.add_argument("--estimate", action="store_true", help="predict the preset's time; write benchmarks/gpu_estimate.json")
+    p.add_argument("--estimate", action="store_true",
+                   help="predict the preset's time; write benchmarks/gpu_estimate.json")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.estimate:
@@ -468,9 +528,7 @@ def main() -> None:
         print(json.dumps(est, indent=2))
         return
     if a.part:   # a child: one part, its result to OUT/<part>/result.json
-        out = globals()[f"part_{a.part}"](a)
-        with open(os.path.join(a.out, a.part, "result.json"), "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_result(a, a.part, globals()[f"part_{a.part}"](a))
         return
     names = [n.strip() for n in a.parts.split(",") if n.strip()]
     unknown = [n for n in names if n not in PARTS]
@@ -485,6 +543,7 @@ def main() -> None:
     for name in names:
         parts[name] = run_part(name, a)
         print(f"{name}: {parts[name]['status']} in {parts[name]['seconds']:.0f} s", flush=True)
+    add_mfu(parts)
     results = {"device": device_name(), "host_cpu": _cpu_name(), "versions": versions(), "started": started,
                "smoke": a.smoke,
                "seconds": time.perf_counter() - t0, "limits_s": {n: LIMITS[n][a.smoke] for n in names},

@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,10 +55,11 @@ VARIANTS = {
             "fast": {"attn": "eager"}},                            # eager attention, float32
 }
 PRECISION = {("minigrpo", "fast"): "bfloat16"}                     # the rest run their matmuls in float32
-# On a GPU (benchmarks/gpu_run.py) both run in bfloat16: TRL at its defaults (bf16 autocast, gradient checkpointing
-# on, SDPA attention) and without gradient checkpointing; minigrpo eager and with its training forward compiled.
+# On a GPU (benchmarks/gpu_run.py): minigrpo in the GPU preset's float32, in bfloat16 autocast, and with its training
+# forward compiled; TRL at its defaults (bf16 autocast, gradient checkpointing on, SDPA attention) and without
+# gradient checkpointing.
 VARIANTS_GPU = {
-    "minigrpo": {"default": {"dtype": "bfloat16"}, "compile": {"dtype": "bfloat16", "torch_compile": True}},
+    "minigrpo": {"default": {}, "bf16": {"dtype": "bfloat16"}, "compile": {"torch_compile": True}},
     "trl": {"default": {"bf16": True}, "fast": {"bf16": True, "gradient_checkpointing": False}},
 }
 
@@ -78,7 +80,9 @@ def records(split: str, task: str = "arithmetic") -> list[dict]:
 
 
 def variants(a) -> dict:
-    return VARIANTS if a.device == "cpu" else VARIANTS_GPU
+    """The variant settings of this run: the CPU's, or (on a GPU, or --variant_set gpu) the GPU's."""
+    chosen = getattr(a, "variant_set", "") or ("cpu" if a.device == "cpu" else "gpu")
+    return VARIANTS if chosen == "cpu" else VARIANTS_GPU
 
 
 def start_of(a) -> str:
@@ -237,7 +241,8 @@ def summarise(name: str, seed: int, out: dict, a) -> dict:
                                     if sampled[0] is not None else None,
             "zero_var_frac": statistics.mean(zero), "prompt_len": out["prompt_len"],
             "distinct_decode_frac": decoded,
-            "peak_rss_mb": out["peak_rss_mb"], "peak_gpu_mb": out.get("peak_gpu_mb"), "accuracy": out["accuracy"], "wall_s": out["wall_s"],
+            "peak_rss_mb": out["peak_rss_mb"], "peak_gpu_mb": out.get("peak_gpu_mb"), "accuracy": out["accuracy"],
+            "wall_s": out["wall_s"],
             "steps": len(out["step_s"]), "prompts": a.prompts, "group": a.group, "max_new": a.max_new,
             "task": a.task}
 
@@ -246,15 +251,24 @@ def worker(name: str, variant: str, seed: int, a, **over) -> dict:
     """Run one trainer variant in a process of its own; its result row."""
     evaluate = over.pop("eval", True)
     settings = {k: getattr(a, k) for k in ("steps", "prompts", "group", "lr", "warmup", "threads", "max_new",
-                                            "task", "device", "start")} | over
+                                            "task", "device", "start", "variant_set")} | over
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--variant", variant, "--seed", str(seed)]
     cmd += [f"--{k}={v}" for k, v in settings.items()] + ([] if evaluate else ["--no-eval"])
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.worker_timeout)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if done.returncode or line is None:
-        sys.exit(f"{name} ({variant}) seed {seed} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    # a session of its own: on a timeout the worker goes with every process it started (torch.compile's
+    # compiler workers hold its output pipes open, so killing the worker alone would leave this call waiting)
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=a.worker_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
+    if child.returncode or line is None:
+        sys.exit(f"{name} ({variant}) seed {seed} failed (exit {child.returncode}): {stderr.strip()[-2000:]}")
     return json.loads(line[len("RESULT "):])
 
 
@@ -270,7 +284,8 @@ def machine_rates(threads: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=("minigrpo", "trl"), help=argparse.SUPPRESS)
-    p.add_argument("--variant", choices=("default", "fast", "compile"), default="default", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=("default", "fast", "bf16", "compile"), default="default",
+                   help=argparse.SUPPRESS)
     p.add_argument("--trl_opts", default="{}", help=argparse.SUPPRESS)   # try other TRL settings in a worker
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--task", default="arithmetic", choices=tuple(STARTS), help=argparse.SUPPRESS)
@@ -278,6 +293,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)       # "cuda": benchmarks/gpu_run.py
     p.add_argument("--start", default="", help=argparse.SUPPRESS)           # an SFT start other than the task's
     p.add_argument("--worker_timeout", type=float, default=None, help=argparse.SUPPRESS)   # seconds per worker
+    p.add_argument("--variant_set", choices=("", "cpu", "gpu"), default="", help=argparse.SUPPRESS)  # gpu_run --smoke
     p.add_argument("--steps", type=int, default=30, help="GRPO steps per run")
     p.add_argument("--seeds", type=int, default=3, help="runs per trainer variant (seeds 0, 1, ...)")
     p.add_argument("--prompts", type=int, default=256, help="B: prompts per step (the CPU preset's)")
