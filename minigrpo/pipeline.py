@@ -1,8 +1,8 @@
 """The whole job that `python -m minigrpo train` runs: data -> SFT -> held-out accuracy -> GRPO -> accuracy.
 
 SFT sees the demonstrations of sft.jsonl, GRPO only the prompts of train.jsonl and the reward, and
-test.jsonl shares no problem with either. The SFT start is saved to out_dir/sft, the results to
-out_dir/results.json.
+test.jsonl shares no problem with either. The SFT start is saved to out_dir/sft, its loss at each step to
+out_dir/sft_losses.json, the results to out_dir/results.json.
 """
 from __future__ import annotations
 
@@ -123,8 +123,11 @@ def run_sft(cfg, *, init: str | None = None, progress: bool = True):
         sft_records = sft_records[:cfg.sft_examples]
     test = split(cfg, "test", tok)
     model = prepare_model(model, device)
+    losses = []
     if cfg.sft_steps:
-        train_sft(model, tok, sft_records, cfg, device=device, progress=progress and r.main)
+        losses = train_sft(model, tok, sft_records, cfg, device=device, progress=progress and r.main)
+    if r.main and losses:   # the SFT curve: a memorised set shows here first (loss near 0, held-out accuracy low)
+        atomic_write(os.path.join(cfg.out_dir, "sft_losses.json"), lambda f: json.dump(losses, f))
     if not r.main:
         torch.distributed.barrier()                  # wait for rank 0's SFT checkpoint (GRPO's pi_ref may read it)
         return model, tok, {}

@@ -1,5 +1,6 @@
 """The command line: help for every command, one-line errors, and a tiny end-to-end run."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def test_tiny_train_then_eval(tmp_path):
     assert "SFT start" in out.stdout and "after GRPO" in out.stdout
     results = json.load(open(os.path.join(out_dir, "results.json")))
     assert 0.0 <= results["grpo"]["accuracy"] <= 1.0 and results["grpo_steps"] == 4
+    losses = json.load(open(os.path.join(out_dir, "sft_losses.json")))   # one per SFT step of the tiny preset (20)
+    assert len(losses) == 20 and all(math.isfinite(x) and x > 0 for x in losses) and losses[-1] < losses[0]
     ev = cli("eval", "--checkpoint", os.path.join(out_dir, "checkpoint"), "--data", "data/arithmetic/test.jsonl")
     assert ev.returncode == 0, ev.stderr
     report = json.loads(ev.stdout)
