@@ -80,10 +80,12 @@ DATASETS: dict[str, DatasetSpec] = {
         task="arithmetic", kinds=(("+", 2), ("-", 2)),
         sizes={"test": 500, "sft": 1250, "train": 15000},
         description="a+b= and a-b= with operands in [0, 99]; the default CPU curriculum"),
+    # 20,000 demonstrations: the first GPU run's 2,000 were memorised (SFT loss 0.000, 1.9% held out). Two-digit
+    # products left the mix: their 10,000 problems cannot supply splits of this size.
     "arithmetic_hard": DatasetSpec(
-        task="arithmetic", kinds=(("+", 3), ("-", 3), ("*", 2)),
-        sizes={"test": 1000, "sft": 2000, "train": 20000},
-        description="a+b=, a-b= with operands in [0, 999] and a*b= in [0, 99]; for a GPU"),
+        task="arithmetic", kinds=(("+", 3), ("-", 3)),
+        sizes={"test": 1000, "sft": 20000, "train": 20000},
+        description="a+b= and a-b= with operands in [0, 999]; for a GPU"),
     "equations": DatasetSpec(
         task="equation", params={"a_max": 9, "x_max": 10, "b_max": 20},
         sizes={"test": 300, "sft": 5000, "train": 1400},
