@@ -22,7 +22,9 @@ def _task_of(prompt: str, task: str | None) -> str:
     """The record's task, or, when not given, the one the prompt's form implies."""
     if task is not None:
         return task
-    return "equation" if prompt.startswith("求解方程") else "arithmetic"
+    if prompt.startswith("求解方程"):
+        return "equation"
+    return "multiplication" if prompt.startswith("计算 ") else "arithmetic"
 
 
 def correctness(prompt: str, completion: str, answer: str | int, task: str | None = None,

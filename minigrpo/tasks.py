@@ -1,4 +1,5 @@
-"""The tasks: the note's three solution styles of an equation, and strict parsing of a final answer.
+"""The tasks: the note's three solution styles of an equation, long multiplication worked digit by digit, and
+strict parsing of a final answer.
 
 Source: the note, section 6 ("六、示例：GRPO训练数学解题模型"): "求解方程 2x+3=7" gets three
 correct answers scored 6.0 (guess "直接猜：x=2，因为2×2+3=7，正确。所以x=2。"), 8.0 (short
@@ -10,13 +11,17 @@ Free text (a JSONL of "prompt" and "answer" given with --train_file, e.g. GSM8K)
 final answer must be marked, as "#### 42" (GSM8K's own solutions), "\\boxed{42}" (MATH, R1) or
 "<answer>42</answer>", and every marked value must agree. Task "text_last_number" also reads an
 unmarked completion's last number, as many GRPO recipes do; it pays answers the strict one does not.
+
+Task "multiplication" ("计算 347*26。") is a long answer: 90-150 characters of worked steps
+(`long_multiplication`, after the detailed scratchpads of Lee et al. 2023, "Teaching Arithmetic to Small
+Transformers") ending "所以347*26=9022。", the only part the reward reads.
 """
 from __future__ import annotations
 
 import functools
 import re
 
-TASKS = ("arithmetic", "equation", "text", "text_last_number")
+TASKS = ("arithmetic", "equation", "multiplication", "text", "text_last_number")
 STYLES = ("guess", "short", "complete")  # section 6's answers 1, 2, 3, in rubric order
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")  # canonical integer: no "+", no leading zeros
@@ -26,6 +31,9 @@ _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")  # canonical integer: no "+", no leadi
 _X_IS = re.compile(
     r"(?<![0-9A-Za-z)\]×*/÷])x=(-?[0-9]+(?:\.[0-9]+)?)(?![0-9+\-*/×÷(x=]|\.[0-9])")
 _EQUATION_PROMPT = re.compile(r"求解方程 ([0-9]+)x([+-][0-9]+)=(-?[0-9]+)。")
+_MULTIPLICATION_PROMPT = re.compile(r"计算 ([0-9]+)\*([0-9]+)。")
+# the last line of a worked multiplication: "所以347*26=9022。"
+_PRODUCT_IS = re.compile(r"所以[0-9]+\*[0-9]+=(-?[0-9]+)。")
 # a number as free text writes it: an optional sign and $, digits with optional thousands commas, a decimal part
 _NUMBER = r"-?\$?\s?[0-9][0-9,]*(?:\.[0-9]+)?"
 _MARKED = re.compile(rf"####\s*({_NUMBER})|\\boxed\{{\s*({_NUMBER})\s*\}}|<answer>\s*({_NUMBER})\s*</answer>")
@@ -86,6 +94,64 @@ def classify_style(record: dict, completion: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Long multiplication, worked digit by digit: a long answer that is right only if every step is
+# ---------------------------------------------------------------------------
+
+def multiplication_prompt(a: int, b: int) -> str:
+    """The prompt of the multiplication task: "计算 347*26。" ("compute 347*26")."""
+    return f"计算 {a}*{b}。"
+
+
+def parse_multiplication(prompt: str) -> tuple[int, int]:
+    """(a, b) of a multiplication prompt "计算 a*b。"; ValueError if it is not one."""
+    m = _MULTIPLICATION_PROMPT.search(prompt)
+    if m is None:
+        raise ValueError(f"not a multiplication prompt of the form '计算 a*b。': {prompt!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def long_multiplication(a: int, b: int) -> str:
+    """The worked solution of a*b (a, b >= 0) that the multiplication task teaches, one line per step:
+
+        347*6：7*6=42，4*6+4=28，3*6+2=20，得2082。         a times each digit of b, right to left, with carries
+        347*20：7*2=14，4*2+1=9，3*2=6，得6940。            (the tens digit: its product ends in a 0)
+        2082+6940：2+0=2，8+4=12，0+9+1=10，2+6+1=9，得9022。   the partial products added column by column
+        所以347*26=9022。
+
+    Each equation writes its last digit and carries the rest; the last one of a line is written whole. The
+    answer is right only if every step is, which is what makes it a long answer worth rewarding at the end.
+    """
+    if a < 0 or b < 0:
+        raise ValueError(f"long_multiplication takes non-negative numbers, got {a} and {b}")
+    lines, total = [], None
+    for k, digit in enumerate(reversed(str(b))):
+        d, steps, carry = int(digit), [], 0
+        for x in reversed(str(a)):
+            value = int(x) * d + carry
+            steps.append(f"{x}*{d}{f'+{carry}' if carry else ''}={value}")
+            carry = value // 10
+        partial = a * d * 10 ** k
+        lines.append(f"{a}*{d * 10 ** k}：{'，'.join(steps)}，得{partial}。")
+        if total is not None:
+            lines.append(_column_addition(total, partial))
+        total = partial if total is None else total + partial
+    lines.append(f"所以{a}*{b}={a * b}。")
+    return "\n".join(lines)
+
+
+def _column_addition(x: int, y: int) -> str:
+    """"x+y：" then the columns added right to left with carries (a missing digit is 0), "得x+y。"."""
+    xs, ys = str(x)[::-1], str(y)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(xs), len(ys))):
+        p, q = (int(s[i]) if i < len(s) else 0 for s in (xs, ys))
+        value = p + q + carry
+        steps.append(f"{p}+{q}{f'+{carry}' if carry else ''}={value}")
+        carry = value // 10
+    return f"{x}+{y}：{'，'.join(steps)}，得{x + y}。"
+
+
+# ---------------------------------------------------------------------------
 # Strict answer parsing
 # ---------------------------------------------------------------------------
 
@@ -97,6 +163,8 @@ def parse_answer(completion: str, task: str) -> str | None:
         "+5", "46 47" and "46。" are None.
     equation: the value of the last "x=<int>" if the completion ends with it (then optionally "。") and
         every "x=<number>" it states agrees; "2x=4" states no value of x, "x=2或x=3。" is None.
+    multiplication: n of the last line "所以a*b=n。" (long_multiplication's), if the completion ends with it and
+        states "所以" nowhere else; "所以...=09022。" and a second "所以" are None.
     text: the value marked "#### n", "\\boxed{n}" or "<answer>n</answer>" (every mark must agree), as a
         canonical number ("1,234" -> "1234", "$5.50" -> "5.5", "3.0" -> "3"); None if nothing is marked.
     text_last_number: the same, or if nothing is marked, the completion's last number.
@@ -106,6 +174,11 @@ def parse_answer(completion: str, task: str) -> str | None:
         return text if _is_canonical_int(text) else None
     if task in ("text", "text_last_number"):
         return _free_text_answer(text, lenient=task == "text_last_number")
+    if task == "multiplication":
+        last = _PRODUCT_IS.fullmatch(text.rsplit("\n", 1)[-1])
+        if last is None or text.count("所以") != 1:
+            return None
+        return last.group(1) if _is_canonical_int(last.group(1)) else None
     if task != "equation":
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     found = list(_X_IS.finditer(text))

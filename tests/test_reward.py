@@ -128,3 +128,13 @@ def test_score_names_prompt_and_completion_on_failure():
         score(lambda p, c, **_: math.inf, ["1+1="], ["2"], [ARITH])
     with pytest.raises(ValueError, match="length"):
         score(correctness, ["1+1=", "1+2="], ["2"], [ARITH])
+
+
+def test_a_multiplication_prompt_implies_its_task():
+    """Without a record's task, "计算 a*b。" is read as the multiplication task: its worked answer's last line."""
+    from minigrpo.tasks import long_multiplication
+    worked = long_multiplication(347, 26)
+    assert correctness("计算 347*26。", worked, answer="9022") == 1.0
+    assert correctness("计算 347*26。", worked.replace("=9022。", "=9023。"), answer="9022") == 0.0
+    assert format_reward("计算 347*26。", worked) == 1.0 and format_reward("计算 347*26。", "9022") == 0.0
+    assert correctness("347*26=", "9022", answer="9022") == 1.0          # arithmetic, as before

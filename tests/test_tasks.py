@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minigrpo.course.datasets import make_arithmetic, make_equation
-from minigrpo.tasks import (STYLES, classify_style, equation_text, is_correct,
-                            parse_answer, parse_equation, solution)
+from minigrpo.tasks import (STYLES, classify_style, equation_text, is_correct, long_multiplication,
+                            multiplication_prompt, parse_answer, parse_equation, parse_multiplication, solution)
 from minigrpo.tokenizer import VOCAB_CHARS
 
 DOC = {"task": "equation", "prompt": "求解方程 2x+3=7。", "answer": "2", "a": 2, "b": 3, "c": 7}
@@ -184,3 +184,67 @@ def test_arithmetic_prompts_spell_in_vocabulary():
         for _ in range(200):
             r = make_arithmetic(rng, op, 3)
             assert set(r["prompt"] + r["answer"]) <= set(VOCAB_CHARS)
+
+
+# --- long multiplication, worked digit by digit ------------------------------------
+
+WORKED_347_26 = ("347*6：7*6=42，4*6+4=28，3*6+2=20，得2082。\n"      # 7*6 = 42: write 2, carry 4; ...
+                 "347*20：7*2=14，4*2+1=9，3*2=6，得6940。\n"         # 347*2 = 694, times ten
+                 "2082+6940：2+0=2，8+4=12，0+9+1=10，2+6+1=9，得9022。\n"
+                 "所以347*26=9022。")
+
+
+def test_long_multiplication_by_hand():
+    assert long_multiplication(347, 26) == WORKED_347_26
+    # 50*7: one line; the zero's step is written too, the last step whole
+    assert long_multiplication(50, 7) == "50*7：0*7=0，5*7=35，得350。\n所以50*7=350。"
+    # a zero digit of b gives a line of zeros; columns of unequal length add a 0
+    assert long_multiplication(12, 30).split("\n")[:3] == [
+        "12*0：2*0=0，1*0=0，得0。", "12*30：2*3=6，1*3=3，得360。", "0+360：0+0=0，0+6=6，0+3=3，得360。"]
+    assert parse_multiplication(multiplication_prompt(347, 26)) == (347, 26)
+    with pytest.raises(ValueError, match="计算"):
+        parse_multiplication("347*26=")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 9999), st.integers(0, 999))
+def test_every_step_of_a_worked_multiplication_is_true(a, b):
+    """Each equation holds, each line's result is what its steps write, and the last line is a*b."""
+    import re
+    lines = long_multiplication(a, b).split("\n")
+    assert lines[-1] == f"所以{a}*{b}={a * b}。"
+    for line in lines[:-1]:
+        head, rest = line.split("：")
+        steps, result = rest[:-1].split("，得")
+        x, y = (int(v) for v in re.split(r"[*+]", head))
+        assert int(result) == (x * y if "*" in head else x + y)
+        written, carry = "", 0
+        for i, step in enumerate(steps.split("，")):
+            lhs, value = step.split("=")
+            terms = [int(v) for v in re.findall(r"[0-9]+", lhs)]
+            product = "*" in lhs
+            assert int(value) == (terms[0] * terms[1] if product else terms[0] + terms[1]) + sum(terms[2:])
+            assert sum(terms[2:]) == carry              # the carry is the last step's value without its last digit
+            carry = int(value) // 10
+            written = (value if i == len(steps.split("，")) - 1 else value[-1]) + written
+        # a product line multiplies by one digit of b followed by k zeros: its steps write the product by the digit
+        shift = 10 ** (len(head.split("*")[1]) - 1) if "*" in head else 1
+        assert int(written) * shift == int(result)
+
+
+def test_multiplication_answers_are_parsed_strictly():
+    assert parse_answer(WORKED_347_26, "multiplication") == "9022"
+    assert is_correct({"task": "multiplication", "answer": "9022"}, WORKED_347_26)
+    assert parse_answer("所以347*26=9022。", "multiplication") == "9022"          # the steps are not checked
+    for bad in ("9022", WORKED_347_26[:-1], WORKED_347_26.replace("=9022。", "=09022。"),
+                WORKED_347_26 + "所以347*26=9022。", "所以347*26=9022。\n所以347*26=9021。",
+                WORKED_347_26.replace("得9022。", "所以9022。"), WORKED_347_26 + " 9023"):
+        assert parse_answer(bad, "multiplication") is None, bad
+    assert parse_answer(WORKED_347_26 + "  \n", "multiplication") == "9022"       # outer white space is stripped
+
+
+def test_worked_multiplications_are_long_and_vary():
+    rng = random.Random(0)
+    lengths = [len(long_multiplication(rng.randint(10, 999), rng.randint(10, 99))) + 1 for _ in range(500)]
+    assert 60 <= min(lengths) < max(lengths) <= 200                  # characters = tokens, EOS included
+    assert set("".join(long_multiplication(987, 65) + multiplication_prompt(987, 65))) <= set(VOCAB_CHARS)
