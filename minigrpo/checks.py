@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("arithmetic", "arithmetic_hard", "equations"),   # the datasets of data.DATASETS
+    "task": ("arithmetic", "arithmetic_hard", "equations", "multiplication"),   # the datasets of data.DATASETS
     "algo": ("grpo", "ppo", "reinforce", "rloo"),
     "scale": ("group", "batch", "none"),
     "std": ("sample", "population"),

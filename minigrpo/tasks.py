@@ -12,7 +12,7 @@ final answer must be marked, as "#### 42" (GSM8K's own solutions), "\\boxed{42}"
 "<answer>42</answer>", and every marked value must agree. Task "text_last_number" also reads an
 unmarked completion's last number, as many GRPO recipes do; it pays answers the strict one does not.
 
-Task "multiplication" ("计算 347*26。") is a long answer: 90-150 characters of worked steps
+Task "multiplication" ("计算 347*26。") is a long answer: 50-150 characters of worked steps
 (`long_multiplication`, after the detailed scratchpads of Lee et al. 2023, "Teaching Arithmetic to Small
 Transformers") ending "所以347*26=9022。", the only part the reward reads.
 """
@@ -60,12 +60,15 @@ def parse_equation(prompt: str) -> tuple[int, int, int]:
 def solution(record: dict, style: str = "complete") -> str:
     """The canonical completion (no EOS) of an equation `record` ("a", "b", "c") in a section-6 style.
 
-    An arithmetic problem has no working to show: its only solution is the answer, whatever the style.
+    An arithmetic problem has no working to show: its only solution is the answer, whatever the style; a
+    multiplication has one worked solution, `long_multiplication`'s.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     if record["task"] == "arithmetic":
         return str(record["answer"])
+    if record["task"] == "multiplication":   # one way to work it: long_multiplication's
+        return long_multiplication(int(record["a"]), int(record["b"]))
     a, b, c = int(record["a"]), int(record["b"]), int(record["c"])
     if (c - b) % a:
         raise ValueError(f"{equation_text(a, b, c)} has no integer root")

@@ -17,6 +17,7 @@ EXPECTED_COUNTS = {
     "arithmetic/test": 500, "arithmetic/sft": 1250, "arithmetic/train": 15000,
     "arithmetic_hard/test": 1000, "arithmetic_hard/sft": 20000, "arithmetic_hard/train": 20000,
     "equations/test": 300, "equations/sft": 15000, "equations/train": 1400,  # sft: 5000 problems x 3 styles
+    "multiplication/test": 600, "multiplication/sft": 3000, "multiplication/train": 15000,
 }
 FILES = sorted(EXPECTED_COUNTS)
 
@@ -86,6 +87,8 @@ def test_records_fields_and_answers(splits):
                 assert int(r["answer"]) == ops[r["op"]](r["a"], r["b"])
                 hi = 99 if name == "arithmetic" or r["op"] == "*" else 999
                 assert 0 <= r["a"] <= hi and 0 <= r["b"] <= hi
+            elif name == "multiplication":   # its kinds and solutions: test_multiplication_kinds_and_worked_solutions
+                assert r["task"] == "multiplication" and int(r["answer"]) == r["a"] * r["b"]
             else:
                 assert r["task"] == "equation"
                 x = int(r["answer"])
@@ -190,3 +193,16 @@ def test_dataset_path():
         dataset_path("algebra", "test")
     with pytest.raises(ValueError, match="split"):
         dataset_path("equations", "dev")
+
+
+def test_multiplication_kinds_and_worked_solutions(splits):
+    """Each kind a third of every split, operands of the kind's digits, answers a*b, solutions that end in them."""
+    for split, n in (("test", 600), ("sft", 3000), ("train", 15000)):
+        records = splits[f"multiplication/{split}"]
+        kinds = Counter((len(str(r["a"])), len(str(r["b"]))) for r in records)
+        assert kinds == {(4, 1): n // 3, (2, 2): n // 3, (3, 2): n // 3}
+        assert all(r["answer"] == str(r["a"] * r["b"]) and r["prompt"] == f"计算 {r['a']}*{r['b']}。"
+                   for r in records)
+    for r in splits["multiplication/sft"][:300]:
+        assert r["solution"].endswith(f"所以{r['a']}*{r['b']}={r['a'] * r['b']}。")
+        assert r["solution"].count("\n") == 2 * len(str(r["b"])) - 1     # a line per digit of b, a sum per extra one

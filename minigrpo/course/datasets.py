@@ -1,7 +1,8 @@
 """The course's datasets: how data/ was generated, deterministically (`python -m minigrpo data`).
 
 Source: the note, section 6 (the equation example) for `equations`; `arithmetic` and
-`arithmetic_hard` are the simpler curriculum a tiny model learns on a laptop CPU (resp. a GPU). Each
+`arithmetic_hard` are the simpler curriculum a tiny model learns on a laptop CPU (resp. a GPU);
+`multiplication` is a long answer, worked digit by digit (tasks.long_multiplication). Each
 split draws from its own `random.Random` seeded by (dataset, split, seed), never the global one, so
 the same seed gives byte-identical files; the test split is drawn first and sft / train skip every
 prompt already drawn, so no held-out problem is ever trained on.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..data import SPLITS, dataset_path
 from ..files import write_jsonl
-from ..tasks import STYLES, equation_text, solution
+from ..tasks import STYLES, equation_text, multiplication_prompt, solution
 
 OPS = ("+", "-", "*")
 
@@ -65,12 +66,26 @@ def make_equation(rng: random.Random, a_max: int = 9, x_max: int = 10, b_max: in
             "answer": str(x), "a": a, "b": b, "c": c}
 
 
+def make_multiplication(rng: random.Random, a_digits: int, b_digits: int) -> dict:
+    """Draw one multiplication `计算 a*b。` of an `a_digits`-digit a by a `b_digits`-digit b (no leading zeros).
+
+    Returns a record {"task", "prompt", "answer", "a", "b", "op"}; its worked solution, the completion SFT
+    teaches, is tasks.long_multiplication(a, b).
+    """
+    if a_digits < 1 or b_digits < 1:
+        raise ValueError(f"digits must be >= 1, got {a_digits} and {b_digits}")
+    a = rng.randint(10 ** (a_digits - 1), 10 ** a_digits - 1)
+    b = rng.randint(10 ** (b_digits - 1), 10 ** b_digits - 1)
+    return {"task": "multiplication", "prompt": multiplication_prompt(a, b), "answer": str(a * b),
+            "a": a, "b": b, "op": "*"}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """What one dataset holds and how big each split is."""
-    task: str                      # "arithmetic" or "equation"
+    task: str                      # "arithmetic", "equation" or "multiplication"
     sizes: dict                    # split name -> number of problems
-    kinds: tuple = ()              # arithmetic: (op, digits) pairs, cycled in turn
+    kinds: tuple = ()              # arithmetic: (op, digits) pairs; multiplication: (a digits, b digits); in turn
     params: dict = field(default_factory=dict)  # equation: make_equation keyword args
     description: str = ""          # one line for the data card and the CLI
 
@@ -86,6 +101,11 @@ DATASETS: dict[str, DatasetSpec] = {
         task="arithmetic", kinds=(("+", 3), ("-", 3)),
         sizes={"test": 1000, "sft": 20000, "train": 20000},
         description="a+b= and a-b= with operands in [0, 999]; for a GPU"),
+    # Long answers: 53-152 tokens of worked steps, EOS included (4x1 digits 53-65, 2x2 88-116, 3x2 113-152).
+    "multiplication": DatasetSpec(
+        task="multiplication", kinds=((4, 1), (2, 2), (3, 2)),
+        sizes={"test": 600, "sft": 3000, "train": 15000},
+        description="计算 a*b。 worked digit by digit with carries: 4 x 1, 2 x 2 and 3 x 2 digits"),
     "equations": DatasetSpec(
         task="equation", params={"a_max": 9, "x_max": 10, "b_max": 20},
         sizes={"test": 300, "sft": 5000, "train": 1400},
@@ -167,4 +187,6 @@ def _draw(spec: DatasetSpec, rng: random.Random, i: int) -> dict:
         return make_arithmetic(rng, op, digits)
     if spec.task == "equation":
         return make_equation(rng, **spec.params)
+    if spec.task == "multiplication":
+        return make_multiplication(rng, *spec.kinds[i % len(spec.kinds)])
     raise ValueError(f"unknown task {spec.task!r}")
