@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import zlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from grpo_speed import cpu_name  # noqa: E402
 
 # part -> (seconds allowed on the GPU, seconds allowed in --smoke); the GPU limits add up to 8.8 minutes
 LIMITS = {"peak": (20, 30), "preset": (270, 60), "long": (20, 20), "trl": (150, 120), "qwen": (70, 60)}
@@ -391,7 +393,7 @@ def estimate(a) -> dict:
             "ops_per_eval_batch": eval_ops[0], "syncs_per_eval_batch": eval_ops[1], "python_s_per_completion": row_s,
             "flop_per_sft_step": sft_flop, "flop_per_grpo_step": grpo_flop, "eval_batches": eval_batches,
             "sft_s": sft_s, "grpo_s": grpo_s, "eval_s": eval_s, "total_s": sft_s + grpo_s + eval_s,
-            "counted_on": _cpu_name(), "torch": torch.__version__}
+            "counted_on": cpu_name(), "torch": torch.__version__}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -418,7 +420,7 @@ def run_part(name: str, a) -> dict:
         try:
             code = child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, 9)   # the part and any worker it started
+            os.killpg(child.pid, signal.SIGKILL)   # the part and any worker it started
             child.wait()
             code = None
     seconds = time.perf_counter() - t0
@@ -450,16 +452,7 @@ def versions() -> dict:
 
 def device_name() -> str:
     import torch
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name()
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.machine()
-    return f"{name}, {os.cpu_count()} cores"
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
 
 
 def add_mfu(parts: dict) -> None:
@@ -544,7 +537,7 @@ def main() -> None:
         parts[name] = run_part(name, a)
         print(f"{name}: {parts[name]['status']} in {parts[name]['seconds']:.0f} s", flush=True)
     add_mfu(parts)
-    results = {"device": device_name(), "host_cpu": _cpu_name(), "versions": versions(), "started": started,
+    results = {"device": device_name(), "host_cpu": cpu_name(), "versions": versions(), "started": started,
                "smoke": a.smoke,
                "seconds": time.perf_counter() - t0, "limits_s": {n: LIMITS[n][a.smoke] for n in names},
                "parts": parts}

@@ -127,14 +127,8 @@ def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
     seen: set[str] = set()  # prompts already drawn, in any split
     splits = {}
     for split in SPLITS:
-        rng = random.Random(f"minigrpo/{name}/{split}/{seed}")  # str seeds are stable across runs
-        records, problems = [], 0
-        while problems < spec.sizes[split]:
-            record = _draw(spec, rng, problems)
-            if record["prompt"] in seen:
-                continue  # redraw: keeps splits disjoint and problems unique
-            seen.add(record["prompt"])
-            problems += 1
+        records = []
+        for record in _unseen(spec, f"minigrpo/{name}/{split}/{seed}", spec.sizes[split], seen, name):
             record["split"] = split
             if split == "sft" and spec.task == "equation":  # one demonstration per style, as section 6's group
                 records += [{**record, "solution": solution(record, style), "style": style} for style in STYLES]
@@ -150,10 +144,15 @@ def extra_problems(name: str, n: int, seed: int = 0) -> list[dict]:
     """`n` further problems of dataset `name` that no split holds (sft, train or test of the same seed): a larger
     held-out set, drawn as the splits are (kinds in turn) from a source of its own. Raises ValueError when the
     problem space has fewer than `n` problems left."""
-    spec = DATASETS[name]
     seen = {r["prompt"] for records in make_splits(name, seed).values() for r in records}
-    rng = random.Random(f"minigrpo/{name}/extra/{seed}")
-    out, misses = [], 0
+    return [{**r, "split": "extra"} for r in _unseen(DATASETS[name], f"minigrpo/{name}/extra/{seed}", n, seen, name)]
+
+
+def _unseen(spec: DatasetSpec, source: str, n: int, seen: set[str], name: str) -> list[dict]:
+    """`n` problems of `spec` whose prompts are not in `seen` (which they join), from `random.Random(source)`
+    (a str seed is stable across runs), kinds in turn; a prompt already drawn is drawn again. ValueError when
+    the problem space runs out."""
+    rng, out, misses = random.Random(source), [], 0
     while len(out) < n:
         record = _draw(spec, rng, len(out))
         if record["prompt"] in seen:
@@ -162,7 +161,7 @@ def extra_problems(name: str, n: int, seed: int = 0) -> list[dict]:
                 raise ValueError(f"{name}: found only {len(out)} of {n} problems outside its splits")
             continue
         seen.add(record["prompt"])
-        out.append({**record, "split": "extra"})
+        out.append(record)
     return out
 
 
