@@ -26,7 +26,7 @@ from .reward import parse_reward
 class Config:
     # --- run ---
     preset: str = "cpu"            # name of the preset these values came from
-    task: str = "arithmetic"       # dataset folder under data_dir: arithmetic | arithmetic_hard | equations
+    task: str = "arithmetic"       # dataset folder under data_dir: arithmetic | arithmetic_hard | equations | multiplication
     data_dir: str = "data"         # where `python -m minigrpo data` wrote the JSONL splits
     out_dir: str = "runs/arithmetic"  # checkpoints, metrics.jsonl and run_config.json go here
     seed: int = 0                  # seeds python, numpy and torch; same seed, same run (on the CPU)
@@ -94,6 +94,7 @@ class Config:
     eps_high: float = 0.28         # ratio may rise to 1 + eps_high before clipping (A > 0; DAPO clip-higher)
     beta: float = 0.0              # KL penalty to the frozen reference (SFT) model; 0 = no reference model
     kl_estimator: str = "k3"       # k1 | k2 | k3 (Schulman's estimators; DeepSeekMath uses k3)
+    log_kl: bool = False           # keep pi_ref at beta = 0 too, to log the samples' KL to it (a measurement; one forward)
     use_bias_correction_kl: bool = False  # weight the KL term by the ratio pi_theta / pi_old (DeepSeek-V3.2; TRL)
     loss_type: str = "grpo"        # grpo | bnpo | dapo | dr_grpo | seq_sum (how tokens are averaged) | cispo (MiniMax-M1)
     importance_sampling_level: str = "token"  # "token", or "sequence": GSPO's one ratio per completion, clipped whole
@@ -136,6 +137,14 @@ PRESETS: dict[str, dict] = {
         task="equations", out_dir="runs/equations", reward="rubric",
         sft_steps=800, max_new_tokens=48, prompts_per_step=64, group_size=8,
         steps=150, lr=2e-5, eval_every=25, eval_size=300, save_every=50,
+    ),
+    # Long answers (lesson 11): worked multiplication, 53-152 tokens, and half the SFT demonstrations state the
+    # product alone; GRPO finds that the working is what gets products right. ~20 min on a 2-core CPU, SFT most.
+    "long": dict(
+        task="multiplication", out_dir="runs/long", max_seq_len=192, max_new_tokens=160,
+        sft_steps=1000, sft_batch_size=64,
+        steps=100, prompts_per_step=32, group_size=8, lr=3e-5,
+        eval_every=25, eval_size=0, save_every=50,
     ),
     # Seconds, for tests and smoke runs.
     "tiny": dict(

@@ -1,5 +1,6 @@
 """Held-out evaluation: greedy answers, scored exactly (tasks.is_correct), and for equations the share of
-each of section 6's solution styles among the correct answers, which the rubric reward should move.
+each of section 6's solution styles among the correct answers, which the rubric reward should move; for
+multiplications the share of answers that show their working, and each style's accuracy.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 import torch
 
 from .sampler import pad_prompts, sample_group
-from .tasks import STYLES, classify_style, is_correct
+from .tasks import MULTIPLICATION_STYLES, STYLES, classify_style, is_correct, multiplication_style
 from .tokenizer import decode_batch, encode, stop_ids
 
 
@@ -36,7 +37,10 @@ def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size
 
     Returns {"accuracy", "n"} and, when the records are equations,
     {"style_shares": share of each style among correct answers,
-     "complete_share": the share of "complete" among correct answers}.
+     "complete_share": the share of "complete" among correct answers};
+    when they are multiplications, {"worked_share": the share of answers that show the working,
+     "style_accuracy": {"direct": accuracy of the answers that state the product alone, "worked": of the
+     others (None where there are none)}}.
     """
     if not records:
         raise ValueError("evaluate() got no records")
@@ -49,6 +53,12 @@ def evaluate(model, tok, records: list[dict], *, max_new_tokens: int, batch_size
         n_ok = max(sum(correct), 1)
         result["style_shares"] = {s: styles.get(s, 0) / n_ok for s in (*STYLES, "other")}
         result["complete_share"] = result["style_shares"]["complete"]
+    if all(r["task"] == "multiplication" for r in records):
+        styles = [multiplication_style(c) for c in completions]
+        result["worked_share"] = styles.count("worked") / len(records)
+        result["style_accuracy"] = {
+            s: (sum(ok for st, ok in zip(styles, correct) if st == s) / styles.count(s)) if s in styles else None
+            for s in MULTIPLICATION_STYLES}
     if return_completions:
         result["completions"] = completions
     return result

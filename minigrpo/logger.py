@@ -14,7 +14,9 @@ import torch
 from .advantage import zero_variance_fraction
 
 # The keys every GRPO step writes, in order. Evaluation steps add "eval_accuracy" and, on
-# equations, "eval_complete_share" and "eval_style_shares" ({style: share of the correct answers}).
+# equations, "eval_complete_share" and "eval_style_shares" ({style: share of the correct answers}); on
+# multiplications, "eval_worked_share" (share of answers that show the working) and "eval_style_accuracy"
+# ({"direct", "worked"}: each style's accuracy, None where no answer took it).
 STEP_KEYS = (
     "step",              # GRPO step, 1-based
     "reward_mean",       # mean reward over the N = B*G completions
@@ -36,7 +38,8 @@ STEP_KEYS = (
 
 # Keys some rows add: "len_correct" and "len_wrong" (mean completion length of the right and the wrong
 # answers sampled, None when there are none); with dynamic sampling "sampling_rounds", "samples" (completions
-# sampled) and "kept_groups"; with old_logps="recompute" "logp_diff_max" (max |sampler - training| log-prob).
+# sampled) and "kept_groups"; with old_logps="recompute" "logp_diff_max" (max |sampler - training| log-prob);
+# with a reference model (beta > 0, or log_kl) "kl_ref" (the KL estimate of the samples to pi_ref, every row).
 
 # Short names for the progress bar.
 BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eval_complete_share": "complete", "kl": "kl",
@@ -154,6 +157,8 @@ def read_metrics(path: str) -> list[dict]:
 AXIS_LABELS = {
     "reward_mean": "mean reward of the samples", "accuracy": "share of samples right",
     "eval_accuracy": "held-out accuracy (greedy)", "eval_complete_share": "share 'complete' of correct",
+    "eval_worked_share": "share of answers worked", "kl_ref": "KL of the samples to the reference (nats/token)",
+    "len_correct": "tokens per right answer", "len_wrong": "tokens per wrong answer",
     "kl": "KL to the reference (nats/token)", "entropy": "entropy (nats/token)",
     "clip_low": "share of tokens at 1 - eps_low", "clip_high": "share of tokens at 1 + eps_high",
     "completion_len": "tokens per completion", "zero_var_frac": "share of groups with A = 0",

@@ -8,6 +8,7 @@ Source: the note, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -76,7 +77,19 @@ def rubric(prompt: str, completion: str, answer: str | int, task: str | None = N
     return RUBRIC_POINTS[classify_style(record, completion)]
 
 
-REWARDS = {"correct": correctness, "format": format_reward, "think_format": think_format, "rubric": rubric}
+def random_reward(prompt: str, completion: str, **_fields) -> float:
+    """1.0 or 0.0 by a fair coin that reads the text, not its correctness: a negative control.
+
+    "Spurious Rewards" (Shao et al. 2025) trains with a reward of 1 drawn with a fixed probability for every
+    rollout, whatever it says. Here the coin is the lowest bit of a hash of (prompt, completion), so a run
+    replays exactly and the reward is independent of the answer; equal completions of a prompt get one coin.
+    """
+    digest = hashlib.blake2b(f"{prompt}\x00{completion}".encode(), digest_size=8).digest()
+    return float(digest[-1] & 1)
+
+
+REWARDS = {"correct": correctness, "format": format_reward, "think_format": think_format, "rubric": rubric,
+           "random": random_reward}
 
 
 def combine(weights: dict) -> callable:

@@ -142,6 +142,23 @@ def long_multiplication(a: int, b: int) -> str:
     return "\n".join(lines)
 
 
+def direct_product(a: int, b: int) -> str:
+    """The product stated without the working, "所以347*26=9022。": the last line of long_multiplication alone.
+
+    The multiplication dataset's demonstrations mix it with the worked solution, so that the SFT model answers
+    in either style; a model this small rarely gets a product right without writing the steps down.
+    """
+    return f"所以{a}*{b}={a * b}。"
+
+
+MULTIPLICATION_STYLES = ("direct", "worked")
+
+
+def multiplication_style(completion: str) -> str:
+    """"direct" if `completion` (stripped) is one line (no working shown), else "worked"; right or wrong."""
+    return "worked" if "\n" in completion.strip() else "direct"
+
+
 def _column_addition(x: int, y: int) -> str:
     """"x+y：" then the columns added right to left with carries (a missing digit is 0), "得x+y。"."""
     xs, ys = str(x)[::-1], str(y)[::-1]

@@ -25,7 +25,7 @@ from .diagnose import Watch
 from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
 from .evaluate import evaluate
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
-from .loss import loss_mask
+from .loss import kl_estimate, loss_mask
 from .model import LogprobHead, plain_head, precision, sync_clock
 from .optim import grpo_lr, logprobs_in_chunks, make_optimizer, set_lr, update_policy
 from .ppo import Critic, ppo_step
@@ -75,6 +75,10 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
                                                         "learn_s": clock() - t0 - everything.sample_s}
     row |= lengths_by_correctness(everything)
+    if ref_logp is not None:   # the samples' KL to pi_ref over every row; at beta = 0 (cfg.log_kl) a measurement only
+        m = s.completion_mask.bool()                                                              # (N, T)
+        kl = torch.where(m, kl_estimate(s.logps, ref_logp, cfg.kl_estimator), 0.0)                # (N, T)
+        row["kl_ref"] = (kl.sum() / m.sum()).item()
     if cfg.dynamic_sampling:
         row |= sampled
     if upd.logp_diff_max is not None:
@@ -125,7 +129,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
         raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
     reward_fn = parse_reward(cfg.reward)
-    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 else None
+    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
     # the training forward: the model itself, or (DDP, compile) a module whose forward is it (model.LogprobHead)
     trainee = LogprobHead(policy) if plain_head(policy) and (r.active or cfg.torch_compile) else policy
     trainee = wrap(trainee, device, r)               # DDP with several ranks
@@ -196,6 +200,9 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
                     if "style_shares" in ev:  # equations: which section-6 style the correct answers use
                         row["eval_complete_share"] = ev["complete_share"]
                         row["eval_style_shares"] = ev["style_shares"]
+                    if "worked_share" in ev:  # multiplication: how many answers show the working, and how well
+                        row["eval_worked_share"] = ev["worked_share"]
+                        row["eval_style_accuracy"] = ev["style_accuracy"]
                 if r.main:
                     notes = watch.check(row)
                     if notes:   # in the metrics file too

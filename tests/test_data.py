@@ -205,4 +205,26 @@ def test_multiplication_kinds_and_worked_solutions(splits):
                    for r in records)
     for r in splits["multiplication/sft"][:300]:
         assert r["solution"].endswith(f"所以{r['a']}*{r['b']}={r['a'] * r['b']}。")
-        assert r["solution"].count("\n") == 2 * len(str(r["b"])) - 1     # a line per digit of b, a sum per extra one
+        lines = 2 * len(str(r["b"]))    # a line per digit of b, a sum per extra one, the product
+        assert r["solution"].count("\n") == (lines - 1 if r["style"] == "worked" else 0), r
+
+
+def test_half_the_multiplication_demonstrations_state_the_product_alone(splits):
+    """direct_share = 0.5: the styles are drawn as fair coins, within 4.5 standard errors of half in every kind;
+    the style has a random source of its own, so the problems are the ones drawn without it."""
+    import dataclasses
+    import minigrpo.course.datasets as datasets
+    sft = splits["multiplication/sft"]
+    for kind in ((4, 1), (2, 2), (3, 2)):
+        styles = [r["style"] for r in sft if (len(str(r["a"])), len(str(r["b"]))) == kind]
+        assert abs(styles.count("direct") / len(styles) - 0.5) < 4.5 * 0.5 / len(styles) ** 0.5
+    assert all(r["solution"] == f"所以{r['a']}*{r['b']}={r['answer']}。" for r in sft if r["style"] == "direct")
+    spec = datasets.DATASETS["multiplication"]
+    try:
+        datasets.DATASETS["multiplication"] = dataclasses.replace(spec, direct_share=0.0)
+        worked_only = datasets.make_splits("multiplication")
+    finally:
+        datasets.DATASETS["multiplication"] = spec
+    for split in ("test", "sft", "train"):
+        assert [r["prompt"] for r in worked_only[split]] == [r["prompt"] for r in splits[f"multiplication/{split}"]]
+    assert {r["style"] for r in worked_only["sft"]} == {"worked"}

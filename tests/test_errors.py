@@ -64,7 +64,7 @@ def sft_checkpoint(tmp_path):
 
 
 CONFIG_CASES = [
-    (["--preset", "huge"], "unknown preset 'huge'; choose one of: cpu, gpu, equations, tiny"),
+    (["--preset", "huge"], "unknown preset 'huge'; choose one of: cpu, gpu, equations, long, tiny"),
     (["--task", "algebra"], "task='algebra' is not one of: arithmetic, arithmetic_hard, equations"),
     (["--group_size", "1"], "group_size=1 must be >= 2"),
     (["--eps_low", "-0.1"], "eps_low=-0.1 must be in [0, 1)"),

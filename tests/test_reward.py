@@ -138,3 +138,23 @@ def test_a_multiplication_prompt_implies_its_task():
     assert correctness("计算 347*26。", worked.replace("=9022。", "=9023。"), answer="9022") == 0.0
     assert format_reward("计算 347*26。", worked) == 1.0 and format_reward("计算 347*26。", "9022") == 0.0
     assert correctness("347*26=", "9022", answer="9022") == 1.0          # arithmetic, as before
+
+
+def test_the_random_reward_is_a_fair_coin_that_ignores_correctness():
+    """The negative control of lesson 11: 0 or 1, the same for the same text, as often 1 for right as for wrong."""
+    from minigrpo.tasks import long_multiplication
+    random_reward = REWARDS["random"]
+    right, wrong = [], []
+    for a in range(100, 400):
+        worked = long_multiplication(a, 23)
+        prompt = f"计算 {a}*23。"
+        right.append(random_reward(prompt, worked, answer=str(a * 23)))
+        wrong.append(random_reward(prompt, worked.replace(f"={a * 23}。", f"={a * 23 + 1}。"), answer=str(a * 23)))
+    assert set(right + wrong) == {0.0, 1.0}
+    assert random_reward("计算 101*23。", long_multiplication(101, 23)) == right[1]   # replays
+    # 300 fair coins each: the share of 1s lies within 0.5 +- 4.5 standard errors (0.5 / sqrt(300))
+    for coins in (right, wrong):
+        assert abs(sum(coins) / len(coins) - 0.5) < 4.5 * 0.5 / math.sqrt(len(coins))
+    # and right and wrong completions of a prompt do not get the same coin: they agree about half the time
+    agree = sum(r == w for r, w in zip(right, wrong)) / len(right)
+    assert abs(agree - 0.5) < 4.5 * 0.5 / math.sqrt(len(right))

@@ -243,8 +243,33 @@ def test_multiplication_answers_are_parsed_strictly():
     assert parse_answer(WORKED_347_26 + "  \n", "multiplication") == "9022"       # outer white space is stripped
 
 
+def test_a_product_stated_alone_is_the_direct_style_and_parses():
+    from minigrpo.tasks import direct_product, multiplication_style
+    assert direct_product(347, 26) == "所以347*26=9022。"
+    assert is_correct({"task": "multiplication", "answer": "9022"}, direct_product(347, 26))
+    assert multiplication_style(direct_product(347, 26)) == "direct"
+    assert multiplication_style(WORKED_347_26) == "worked"
+    assert multiplication_style("所以347*26=9021。\n") == "direct"         # wrong, and outer white space: still direct
+    assert multiplication_style("347*6：7*6=42\n所以347*26=1。") == "worked"   # any working shown, right or wrong
+
+
 def test_worked_multiplications_are_long_and_vary():
     rng = random.Random(0)
     lengths = [len(long_multiplication(rng.randint(10, 999), rng.randint(10, 99))) + 1 for _ in range(500)]
     assert 60 <= min(lengths) < max(lengths) <= 200                  # characters = tokens, EOS included
     assert set("".join(long_multiplication(987, 65) + multiplication_prompt(987, 65))) <= set(VOCAB_CHARS)
+
+
+def test_evaluation_counts_each_multiplication_style(monkeypatch):
+    """evaluate() on multiplications: the share of answers that show the working and each style's accuracy, by
+    hand on four answers (the model's greedy answers replaced by these)."""
+    import minigrpo.evaluate as ev
+    records = [{"task": "multiplication", "prompt": multiplication_prompt(a, b), "answer": str(a * b), "a": a, "b": b}
+               for a, b in ((347, 26), (12, 30), (50, 7), (99, 99))]
+    answers = [WORKED_347_26, long_multiplication(12, 30).replace("=360。", "=361。"), "所以50*7=350。", "所以99*99=9800。"]
+    monkeypatch.setattr(ev, "generate", lambda model, tok, prompts, **kw: answers[:len(prompts)])
+    result = ev.evaluate(None, None, records, max_new_tokens=160)
+    assert result["accuracy"] == 2 / 4 and result["worked_share"] == 2 / 4
+    assert result["style_accuracy"] == {"direct": 1 / 2, "worked": 1 / 2}
+    only_worked = ev.evaluate(None, None, records[:2], max_new_tokens=160)
+    assert only_worked["style_accuracy"] == {"direct": None, "worked": 1 / 2}

@@ -1,5 +1,6 @@
 """The GRPO loop: it learns from reward alone, learns nothing from equal rewards, resumes exactly."""
 import copy
+import math
 import os
 
 import pytest
@@ -359,3 +360,65 @@ def test_overlong_punishment_is_added_to_the_reward():
     lengths = ro.samples.completion_mask.sum(1).tolist()
     expected = [1.0 + (0.0 if n <= 4 else (4 - n) / 2) for n in lengths]
     assert ro.rewards.tolist() == pytest.approx(expected) and min(expected) < 1.0   # some completions were long
+
+
+def test_log_kl_measures_the_drift_at_beta_0_without_changing_the_run(tmp_path):
+    def run(name, **over):
+        cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=4, save_every=0, eval_every=0, lr=1e-2, **over)
+        tok = build_tokenizer()
+        torch.manual_seed(0)
+        model = build_model(cfg, tok)
+        return model, train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
+
+    plain_model, plain = run("plain")
+    logged_model, logged = run("logged", log_kl=True)
+    assert all("kl_ref" not in r for r in plain)
+    # at the first step the sampling policy is the reference itself: every token's log-ratio is 0 (up to the
+    # sampler's KV-cache rounding against a full forward), so is k3
+    assert logged[0]["kl_ref"] == pytest.approx(0.0, abs=1e-9)
+    assert logged[-1]["kl_ref"] > 0.0     # lr 1e-2 moves the policy within 3 updates
+    # a measurement only: the same samples, the same updates, the same weights
+    drop = ("sample_s", "learn_s", "kl_ref", "kl")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]
+    assert strip(logged) == strip(plain)
+    for (k, v), w in zip(plain_model.state_dict().items(), logged_model.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_kl_ref_is_the_k3_mean_over_every_sampled_token():
+    cfg, tok, model = setup(beta=0.0, log_kl=True, group_size=4)
+    ref = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():   # a reference that differs: its output layer scaled
+        for p in ref.lm_head.parameters():
+            p.mul_(0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    captured = {}
+    import minigrpo.trainer as trainer
+    real = trainer.rollout
+
+    def spy(*args, **kw):
+        captured["ro"] = real(*args, **kw)
+        return captured["ro"]
+    trainer.rollout = spy
+    try:
+        row = grpo_step(model, ref, tok, opt, RECORDS, lambda p, c, **f: float(len(c) % 2), cfg,
+                        torch.Generator().manual_seed(1))
+    finally:
+        trainer.rollout = real
+    s = captured["ro"].samples
+    # independently: each row's full sequence through both models, the completion tokens' log-probs
+    seq = torch.cat([s.prompt_ids, s.completion_ids], 1)
+    att = torch.cat([s.prompt_mask, s.completion_mask], 1)
+    pos = (att.cumsum(1) - 1).clamp(min=0)      # prompts are left-padded: a token's position counts real tokens
+    P, total, count = s.prompt_ids.shape[1], 0.0, 0
+    with torch.no_grad():
+        for m, name in ((model, "pi"), (ref, "ref")):
+            logits = m(seq, attention_mask=att, position_ids=pos).logits[:, P - 1:-1].float()
+            captured[name] = logits.log_softmax(-1).gather(-1, s.completion_ids.unsqueeze(-1)).squeeze(-1)
+    for n in range(len(seq)):
+        for t in range(s.completion_ids.shape[1]):
+            if s.completion_mask[n, t]:
+                x = (captured["ref"][n, t] - captured["pi"][n, t]).item()   # log(pi_ref / pi) of a sampled token
+                total += math.exp(x) - x - 1                                 # Schulman's k3
+                count += 1
+    assert row["kl_ref"] == pytest.approx(total / count, rel=1e-4, abs=1e-7)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..data import SPLITS, dataset_path
 from ..files import write_jsonl
-from ..tasks import STYLES, equation_text, multiplication_prompt, solution
+from ..tasks import STYLES, direct_product, equation_text, multiplication_prompt, solution
 
 OPS = ("+", "-", "*")
 
@@ -87,6 +87,7 @@ class DatasetSpec:
     sizes: dict                    # split name -> number of problems
     kinds: tuple = ()              # arithmetic: (op, digits) pairs; multiplication: (a digits, b digits); in turn
     params: dict = field(default_factory=dict)  # equation: make_equation keyword args
+    direct_share: float = 0.0      # multiplication: share of demonstrations that state the product without working
     description: str = ""          # one line for the data card and the CLI
 
 
@@ -102,8 +103,10 @@ DATASETS: dict[str, DatasetSpec] = {
         sizes={"test": 1000, "sft": 20000, "train": 20000},
         description="a+b= and a-b= with operands in [0, 999]; for a GPU"),
     # Long answers: 53-152 tokens of worked steps, EOS included (4x1 digits 53-65, 2x2 88-116, 3x2 113-152).
+    # Half the demonstrations state the product alone (13-16 tokens), so the SFT model answers in both
+    # styles, and GRPO can find that the working is what gets products right (lesson 11).
     "multiplication": DatasetSpec(
-        task="multiplication", kinds=((4, 1), (2, 2), (3, 2)),
+        task="multiplication", kinds=((4, 1), (2, 2), (3, 2)), direct_share=0.5,
         sizes={"test": 600, "sft": 3000, "train": 15000},
         description="计算 a*b。 worked digit by digit with carries: 4 x 1, 2 x 2 and 3 x 2 digits"),
     "equations": DatasetSpec(
@@ -121,9 +124,13 @@ def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
     field; sft records get "solution" (the completion to imitate). An
     equation's sft problem gives three records in a row, one per style (guess,
     short, complete, with a "style" field), like section 6's group of answers
-    to one prompt; sizes count problems, so equations/sft holds 3 x sizes["sft"].
+    to one prompt; sizes count problems, so equations/sft holds 3 x sizes["sft"]. A multiplication's sft
+    problem is worked (tasks.long_multiplication) or, with probability spec.direct_share, only its product
+    stated (tasks.direct_product), with a "style" field; that choice has its own random source, so the
+    problems drawn do not depend on it.
     """
     spec = DATASETS[name]
+    styles = random.Random(f"minigrpo/{name}/sft-style/{seed}")
     seen: set[str] = set()  # prompts already drawn, in any split
     splits = {}
     for split in SPLITS:
@@ -133,7 +140,11 @@ def make_splits(name: str, seed: int = 0) -> dict[str, list[dict]]:
             if split == "sft" and spec.task == "equation":  # one demonstration per style, as section 6's group
                 records += [{**record, "solution": solution(record, style), "style": style} for style in STYLES]
                 continue
-            if split == "sft":
+            if split == "sft" and spec.task == "multiplication":
+                direct = styles.random() < spec.direct_share
+                record["solution"] = direct_product(record["a"], record["b"]) if direct else solution(record)
+                record["style"] = "direct" if direct else "worked"
+            elif split == "sft":
                 record["solution"] = solution(record)
             records.append(record)
         splits[split] = records
