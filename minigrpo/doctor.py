@@ -69,8 +69,10 @@ def settings_findings(cfg, parameters: int) -> list[Finding]:
 
 
 def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: list[bool], rewards: list[float],
-                    logp_diff: float, prompts: int) -> list[Finding]:
-    """Findings from sampled groups: N rows, G per group, in order."""
+                    logp_diff: float, prompts: int, prompt_len: int = 0,
+                    greedy_correct: list[bool] | None = None) -> list[Finding]:
+    """Findings from sampled groups: N rows, G per group, in order; `prompt_len` is the longest prompt's tokens
+    and `greedy_correct` whether the greedy answer to each of the groups' prompts is right (None: not asked)."""
     G = cfg.group_size
     out = []
     trunc = sum(truncated) / len(truncated)
@@ -78,11 +80,12 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
     p99 = ends[min(len(ends) - 1, math.ceil(0.99 * len(ends)) - 1)]
     cover = f"the limit that covers 99% is {p99}" if trunc <= 0.01 else f"more than {cfg.max_new_tokens} is needed"
     level = "FAIL" if trunc >= 0.5 else "WARN" if trunc >= 0.05 else "OK"
+    limit = max(2 * cfg.max_new_tokens, p99)
+    room = f" --max_seq_len {prompt_len + limit}" if prompt_len + limit > cfg.max_seq_len else ""  # must fit
     out.append(Finding(level, "truncation", f"{100 * trunc:.1f}% of completions hit max_new_tokens="
                        f"{cfg.max_new_tokens}; {cover}",
                        "a cut-off completion has no final answer, so its reward is 0 whatever it was doing",
-                       f"--max_new_tokens {max(2 * cfg.max_new_tokens, p99)} (or --overlong_cache / "
-                       "--mask_truncated)", "9"))
+                       f"--max_new_tokens {limit}{room} (or --overlong_cache / --mask_truncated)", "9"))
     groups = [list(range(i, i + G)) for i in range(0, len(rewards), G)]
     pass_rates = [sum(correct[j] for j in g) / G for g in groups]
     p = sum(pass_rates) / len(pass_rates)
@@ -101,6 +104,17 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
                            "--dynamic_sampling true, a larger G, or harder / easier prompts", "9"))
     else:
         out.append(Finding("OK", "signal", measured, "enough groups whose completions differ in reward"))
+    if greedy_correct:
+        g, mean_len = sum(greedy_correct) / len(greedy_correct), sum(lengths) / len(lengths)
+        measured = (f"greedy answers {100 * g:.0f}% right, samples at temperature {cfg.temperature:g} {100 * p:.0f}% "
+                    f"({mean_len:.0f} tokens on average)")
+        if g - p > 0.3:
+            out.append(Finding("WARN", "sampling vs greedy", measured, "a sample is right only if every token is, "
+                               "so slips at this temperature add up over long answers, and GRPO learns from the "
+                               "samples", "more SFT (--sft_steps), or a lower --temperature", "11"))
+        else:
+            out.append(Finding("OK", "sampling vs greedy", measured, "the samples keep most of what greedy gets "
+                               "right"))
     level = "FAIL" if logp_diff > 1.0 else "WARN" if logp_diff > 0.1 else "OK"
     mismatch = bool(cfg.sample_dtype) and cfg.sample_dtype != cfg.dtype
     out.append(Finding(level, "sampler vs trainer", f"largest |log-prob difference| {logp_diff:.2g} on the same "
@@ -173,7 +187,9 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     from .optim import make_optimizer
     from .pipeline import check_model, prepare_model, seed_everything, split
     from .reward import parse_reward
+    from .evaluate import evaluate
     from .sampler import rollout
+    from .tasks import is_correct
     from .trainer import grpo_step
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -194,8 +210,12 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     diff = ((trained - s.logps).abs() * s.completion_mask).max().item()
     lengths = s.completion_mask.sum(1).tolist()
     findings = settings_findings(cfg, sum(p.numel() for p in model.parameters()))
+    with precision(device, cfg.sample_dtype or cfg.dtype):
+        greedy = evaluate(model, tok, batch, max_new_tokens=cfg.max_new_tokens, device=device,
+                          chat=cfg.chat_template, return_completions=True)["completions"]
+    greedy_correct = [is_correct(r, c) for r, c in zip(batch, greedy)]
     findings += sample_findings(cfg, lengths, s.truncated.tolist(), ro.correct, ro.rewards.tolist(), diff,
-                                cfg.prompts_per_step)
+                                cfg.prompts_per_step, s.prompt_ids.shape[1], greedy_correct)
     # one step of the run's size, on a copy (the policy and the generator are left as they were)
     twin = copy.deepcopy(model)
     opt = make_optimizer(twin.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
@@ -227,8 +247,14 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
         grads = sum(p.numel() for p in model.parameters()) * 4
         measured = (f"the update measured {peak / MB:,.0f} MB above its start on the CPU, against "
                     f"{(grads + activations) / MB:,.0f} MB estimated for its gradients and activations")
+    mean_len = sum(lengths) / len(lengths)
+    longer = ""   # long answers: a step's time grows with its completions, which GRPO may lengthen (lesson 11)
+    if cfg.max_new_tokens > 1.5 * mean_len:
+        longer = (f" at today's {mean_len:.0f} tokens per completion (up to about "
+                  f"{seconds * cfg.steps * cfg.max_new_tokens / mean_len / 60:.0f} min if they grew to the limit)")
     findings.append(Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
-                            f"completions on {device}; {cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min; "
+                            f"completions on {device}; {cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min"
+                            f"{longer}; "
                             f"about {(state + activations) / MB:,.0f} MB by estimate; {measured}",
                             f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s"))
     return which, findings

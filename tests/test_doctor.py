@@ -79,6 +79,32 @@ def test_equal_rewards_fail_and_mostly_equal_warn():
     assert findings(correct_per_group=(4,) * 19 + (2,))["signal"] == "WARN"           # 95% of the groups equal
 
 
+def test_a_longer_limit_that_would_not_fit_the_sequence_says_so():
+    cfg = make_config("long", group_size=4)                         # max_seq_len 192, max_new_tokens 160
+    correct, rewards = groups((1, 2, 3, 0))
+    n = len(correct)
+    out = sample_findings(cfg, [160] * n, [True] * n, correct, rewards, 1e-6, 32, prompt_len=12)
+    line = next(f.line() for f in out if f.rule == "truncation")
+    assert "Fix: --max_new_tokens 320 --max_seq_len 332 " in line  # twice the limit, and room for it and the prompt
+    short = make_config("cpu", group_size=4)                        # max_seq_len 96: 8 + 12 tokens fit
+    out = sample_findings(short, [6] * n, [True] * n, correct, rewards, 1e-6, 32, prompt_len=8)
+    line = next(f.line() for f in out if f.rule == "truncation")
+    assert "Fix: --max_new_tokens 12 (" in line and "--max_seq_len" not in line
+
+
+def test_samples_far_below_greedy_warn():
+    # 6 of 16 samples right (37.5%); greedy right on 4 of 4 prompts (100%) warns, on 2 of 4 (50%) does not
+    cfg = make_config("long", group_size=4)
+    correct, rewards = groups((1, 2, 3, 0))
+    n = len(correct)
+    warn = sample_findings(cfg, [100] * n, [False] * n, correct, rewards, 1e-6, 32, greedy_correct=[True] * 4)
+    ok = sample_findings(cfg, [100] * n, [False] * n, correct, rewards, 1e-6, 32, greedy_correct=[True, True, False, False])
+    assert levels(warn)["sampling vs greedy"] == "WARN" and levels(ok)["sampling vs greedy"] == "OK"
+    line = next(f.line() for f in warn if f.rule == "sampling vs greedy")
+    assert "greedy answers 100% right, samples at temperature 1 38% (100 tokens" in line
+    assert "sampling vs greedy" not in levels(sample_findings(cfg, [100] * n, [False] * n, correct, rewards, 1e-6, 32))
+
+
 def test_sampler_mismatch_warns_and_fails():
     assert findings(diff=0.3)["sampler vs trainer"] == "WARN"
     assert findings(diff=2.0)["sampler vs trainer"] == "FAIL"
@@ -118,6 +144,30 @@ def test_each_training_rule_fires_once(late, rule, cfg):
     notes = [n for s in range(11, 31) for n in watch.check(healthy(s, **late))]
     fired = [n for n in notes if f"WARN {rule}:" in n]
     assert len(fired) == 1 and "(lesson " in fired[0] and "Fix:" in fired[0]
+
+
+def test_longer_answers_are_ok_when_the_right_ones_grew_and_warn_when_the_wrong_ones_did():
+    def notes(late):
+        watch = Watch(make_config("long"))
+        early = [watch.check(healthy(s, completion_len=60.0, len_correct=100.0, len_wrong=30.0)) for s in range(1, 11)]
+        return [n for s in range(11, 31) for n in watch.check(healthy(s, **late))] + sum(early, [])
+    right_grew = notes(dict(completion_len=100.0, len_correct=100.0, len_wrong=35.0))   # the worked style took over
+    assert [n for n in right_grew if "longer answers" in n][0].split(": ", 1)[1].startswith("OK   longer answers")
+    wrong_grew = notes(dict(completion_len=100.0, len_correct=100.0, len_wrong=90.0))
+    fired = [n for n in wrong_grew if "longer answers" in n]
+    # it fires at step 18, the first whose window (steps 9-18) holds 8 later rows: lengths 0.2 * 60 + 0.8 * 100 = 92
+    # > 1.5 * 60, and the wrong ones 0.2 * 30 + 0.8 * 90 = 78
+    assert len(fired) == 1 and fired[0].startswith("step 18: WARN longer answers: mean completion 92.0 tokens, "
+                                                   "from 60.0; wrong answers 78.0 tokens, from 30.0")
+
+
+def test_drift_at_beta_0_is_watched_through_the_logged_kl():
+    watch = Watch(make_config("long", log_kl=True))
+    quiet = [n for s in range(1, 11) for n in watch.check(healthy(s, kl_ref=0.01)) if "drift" in n]
+    fired = [n for s in range(11, 31) for n in watch.check(healthy(s, kl_ref=0.3)) if "drift" in n]
+    # step 14's window (steps 5-14) is the first whose mean passes 0.1: 0.6 * 0.01 + 0.4 * 0.3 = 0.126
+    assert not quiet and len(fired) == 1
+    assert fired[0].startswith("step 14: WARN drift: KL of the samples to the start 0.126, from 0.01")
 
 
 def doctor(*args):
