@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from transformers import HfArgumentParser
@@ -91,13 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, value in DEFAULTS.items():
         p.add_argument(f"--{name}", type=int, default=value, help=f"(default {value})")
 
-    from .course.ablate import SETTINGS  # stdlib only at import: cheap
-    p = sub.add_parser("ablate", help="lesson 9: the GRPO family's tricks one at a time, from one SFT start")
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    from .course.ablate import EXPERIMENTS, ROOT  # stdlib only at import: cheap
+    p = sub.add_parser("ablate", help="lessons 9 and 11: one trick or setting at a time, from one SFT start")
+    p.add_argument("--experiment", default="family", choices=EXPERIMENTS,
+                   help="family (lesson 9, equations) or long (lesson 11, worked multiplication); default family")
+    p.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
+                   help="; ".join(f"{k}: {' '.join(e.settings)}" for k, e in EXPERIMENTS.items())
+                   + " (default: all the experiment's)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", default="runs/family", help="summary.json and each run's metrics go here")
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default: the experiment's 40)")
-    p.add_argument("--init", default=None, help="the SFT start (default: results/cpu_equations/sft)")
+    each = lambda what: ", ".join(f"{what(e)} for {k}" for k, e in EXPERIMENTS.items())
+    p.add_argument("--out", default=None, help="summary.json and each run's metrics go here "
+                   f"(default: {each(lambda e: e.out)})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"GRPO steps per run (default: the experiment's: {each(lambda e: e.base['steps'])})")
+    p.add_argument("--init", default=None, help="the SFT start (default: the experiment's: "
+                   f"{each(lambda e: os.path.relpath(e.start, ROOT))})")
 
     p = sub.add_parser("eval", help="held-out accuracy (and style shares for equations) as JSON")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/arithmetic/checkpoint)")
@@ -145,8 +154,9 @@ def _run(args) -> int:
         print(json.dumps(evaluate(model, tok, records, max_new_tokens=limit, device=device, chat=chat), indent=2))
         return 0
     if args.command == "ablate":
-        from .course.ablate import START, ablate, table
-        summary = ablate(args.settings, args.seeds, args.out, init=args.init or START, steps=args.steps)
+        from .course.ablate import ablate, table
+        summary = ablate(args.settings, args.seeds, args.out, init=args.init, steps=args.steps,
+                         experiment=args.experiment)
         print(json.dumps(table(summary), indent=2))
         return 0
     if args.command == "compare":
