@@ -17,11 +17,12 @@ defaults and at the fastest CPU settings found for it (VARIANTS). Reported per r
 
 Then (--scaling, on by default) how a step's cost grows with G (4 -> 32) and with the completion limit
 (6, arithmetic, -> 48, equations from results/cpu_equations/sft), both trainers' fast variants, plotted
-to benchmarks/scaling_cpu.png.
+to benchmarks/scaling_cpu.png; and (--long, on by default) the long preset's answers, 53-152 tokens of worked
+multiplication from results/cpu_long/sft, both trainers at their defaults, where sampling dominates a step.
 
     pip install -e ".[bench]"              # adds trl
     python benchmarks/grpo_speed.py        # 3 seeds x 4 trainer variants, then the scaling runs
-    python benchmarks/grpo_speed.py --steps 5 --seeds 1 --no-scaling    # a smoke run
+    python benchmarks/grpo_speed.py --steps 5 --seeds 1 --no-scaling --no-long   # a smoke run
 
 A worker (`--worker minigrpo|trl --variant default|fast`) runs one trainer once and prints one JSON line.
 """
@@ -45,8 +46,12 @@ from flops import Shape, distinct_work, machine_rate, step_flops  # noqa: E402
 
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
 STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_equations", "sft"),
+          "multiplication": os.path.join(ROOT, "results", "cpu_long", "sft"),
           "arithmetic_hard": None}   # the GPU preset's SFT start: made by benchmarks/gpu_run.py, given with --start
-PRESET_OF = {"arithmetic": "cpu", "arithmetic_hard": "gpu", "equations": "equations"}
+PRESET_OF = {"arithmetic": "cpu", "arithmetic_hard": "gpu", "equations": "equations", "multiplication": "long"}
+# Long answers (--long, on by default): the long preset's step (B = 32 prompts x G = 8, limit 160, lr 3e-5) from its
+# SFT start, both trainers at their defaults, the same steps, seed by seed; held-out accuracy on all 600 problems.
+LONG = dict(task="multiplication", prompts=32, group=8, max_new=160, lr=3e-5, warmup=10, steps=20)
 # Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
 VARIANTS = {
     "minigrpo": {"default": {},                                    # float32, the reproducible course default
@@ -304,6 +309,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads in each worker")
     p.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True,
                    help="also time G = 4..32 and the 48-token equations, and plot them")
+    p.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the long preset's answers (53-152 tokens of worked multiplication) from its "
+                        "SFT start, both trainers at their defaults")
+    p.add_argument("--long_steps", type=int, default=LONG["steps"], help="GRPO steps per long-answer run")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results_cpu.json"))
     a = p.parse_args()
 
@@ -330,6 +339,9 @@ def main() -> None:
     if scaling:
         print(scaling_table(scaling))
         plot_scaling(scaling, os.path.join(os.path.dirname(a.out), "scaling_cpu.png"))
+    long_rows = run_long(a) if a.long else []
+    if long_rows:
+        print(long_table(long_rows))
     import torch, transformers
     meta = {"machine": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": _version("trl"), "variants": VARIANTS,
@@ -337,7 +349,7 @@ def main() -> None:
             "settings": {k: getattr(a, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup",
                                                      "threads")}}
     with open(a.out, "w") as f:
-        json.dump({"meta": meta, "runs": rows, "scaling": scaling}, f, indent=2)
+        json.dump({"meta": meta, "runs": rows, "scaling": scaling, "long": long_rows}, f, indent=2)
     print(f"written: {a.out}")
 
 
@@ -355,6 +367,38 @@ def run_scaling(a) -> list[dict]:
             print(f"scaling {name:9} G={over['group']:2} limit={over['max_new']:2}: {r['step_s']:.3f} s/step, "
                   f"{1e3 * r['step_s'] / (over['prompts'] * over['group']):.2f} ms/completion", flush=True)
     return rows
+
+
+def run_long(a) -> list[dict]:
+    """Both trainers at their defaults on the long preset's settings (LONG), seed by seed, alternating."""
+    rows = []
+    for seed in range(a.seeds):
+        for name in ("minigrpo", "trl"):
+            r = worker(name, "default", seed, a, **{**LONG, "steps": a.long_steps})
+            rows.append(r)
+            print(f"long     {name:9} seed {seed}: {r['step_s']:.2f} s/step, {r['completions_per_s']:.0f} "
+                  f"completions/s, {r['tokens_per_s']:.0f} tokens/s, {r['completion_len']:.0f} tokens, "
+                  f"accuracy {100 * r['accuracy']:.1f}%", flush=True)
+    return rows
+
+
+def long_table(rows: list[dict]) -> str:
+    """Medians over seeds of the long-answer runs, and minigrpo's speed over TRL's."""
+    by = {n: [r for r in rows if r["trainer"] == n] for n in ("minigrpo", "trl")}
+    med = lambda n, f: statistics.median(r[f] for r in by[n])
+    r0 = rows[0]
+    lines = [f"long answers: B={r0['prompts']} x G={r0['group']}, limit {r0['max_new']}, {r0['steps']} steps, "
+             f"both at their defaults, {len(by['minigrpo'])} seeds (medians)",
+             f"{'':10}{'s/step':>8}{'compl/s':>9}{'tok/s':>8}{'sampler tok/s':>15}{'len':>6}{'peak MB':>9}"
+             f"   held-out accuracy % per seed"]
+    for n in by:
+        sampler = [r["sampler_tokens_per_s"] for r in by[n] if r["sampler_tokens_per_s"]]
+        lines.append(f"{n:10}{med(n, 'step_s'):8.2f}{med(n, 'completions_per_s'):9.0f}{med(n, 'tokens_per_s'):8.0f}"
+                     f"{statistics.median(sampler) if sampler else float('nan'):15.0f}{med(n, 'completion_len'):6.0f}"
+                     f"{med(n, 'peak_rss_mb'):9.0f}   " + "/".join(f"{100 * r['accuracy']:.1f}" for r in by[n]))
+    lines.append(f"ratio minigrpo / trl: {med('minigrpo', 'completions_per_s') / med('trl', 'completions_per_s'):.1f}x "
+                 f"completions per second")
+    return "\n".join(lines)
 
 
 def scaling_table(rows: list[dict]) -> str:

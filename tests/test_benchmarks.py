@@ -46,6 +46,19 @@ def test_table_takes_medians_over_seeds_and_the_ratios():
     assert "50%" in lines["minigrpo default"] and "25%" in lines["minigrpo fast"] and "50%" in lines["trl fast"]
 
 
+def test_long_table_takes_medians_over_seeds_and_the_ratio():
+    rows = [{"trainer": n, "seed": s, "step_s": t, "completions_per_s": 256 / t, "tokens_per_s": 25600 / t,
+             "sampler_tokens_per_s": 51200 / t, "completion_len": 100.0, "peak_rss_mb": 900.0, "accuracy": acc,
+             "prompts": 32, "group": 8, "max_new": 160, "steps": 20}
+            for n, ts, acc in [("minigrpo", (2.0, 1.0, 4.0), 0.9), ("trl", (8.0, 6.0, 10.0), 0.8)]
+            for s, t in enumerate(ts)]
+    text = grpo_speed.long_table(rows)
+    # medians: minigrpo 2.0 s/step (128 completions/s), TRL 8.0 (32/s): 4.0x
+    assert "ratio minigrpo / trl: 4.0x" in text and "3 seeds" in text and "limit 160, 20 steps" in text
+    line = next(l for l in text.splitlines() if l.startswith("minigrpo "))
+    assert line.split()[1:5] == ["2.00", "128", "12800", "25600"] and line.endswith("90.0/90.0/90.0")
+
+
 def test_step_flops_by_hand():
     """A 2-layer decoder with d = 4, ffn = 8, V = 10 (no GQA): 2 FLOPs per weight per token, the backward twice
     the forward. Each number below is worked out from the module's formulas by hand."""
