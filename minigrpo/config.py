@@ -132,7 +132,7 @@ PRESETS: dict[str, dict] = {
         lr=3e-5, eval_every=100, eval_size=1000, save_every=250,
     ),
     # The note's section 6: solve ax+b=c, rewarded by its rubric (9/8/6/0); ~11 min on a
-    # 2-core CPU. A small lr: the style signal is full-strength (lesson 07), and 5e-5 already cost accuracy.
+    # 2-core CPU. A small lr, because the style signal is full-strength (lesson 07).
     "equations": dict(
         task="equations", out_dir="runs/equations", reward="rubric",
         sft_steps=800, max_new_tokens=48, prompts_per_step=64, group_size=8,
@@ -180,6 +180,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"hidden_size={cfg.hidden_size!r} must be a multiple of num_heads")
     if cfg.algo == "ppo" and cfg.beta > 0:
         raise ValueError(f"beta={cfg.beta!r} with algo='ppo': lesson 8's PPO has no KL term; use beta=0")
+    if cfg.algo == "ppo" and cfg.log_kl:
+        raise ValueError("log_kl=True with algo='ppo': lesson 8's PPO logs no KL to a reference; use algo='grpo'")
     if cfg.algo == "ppo" and cfg.dynamic_sampling:
         raise ValueError("dynamic_sampling=True with algo='ppo': dynamic sampling filters GRPO's groups; use algo='grpo'")
     if cfg.overlong_cache >= cfg.max_new_tokens:

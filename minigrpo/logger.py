@@ -39,7 +39,8 @@ STEP_KEYS = (
 # Keys some rows add: "len_correct" and "len_wrong" (mean completion length of the right and the wrong
 # answers sampled, None when there are none); with dynamic sampling "sampling_rounds", "samples" (completions
 # sampled) and "kept_groups"; with old_logps="recompute" "logp_diff_max" (max |sampler - training| log-prob);
-# with a reference model (beta > 0, or log_kl) "kl_ref" (the KL estimate of the samples to pi_ref, every row).
+# with a reference model (beta > 0, or log_kl) "kl_ref" (the KL estimate of the samples to pi_ref, over every
+# trained row: with dynamic sampling, the kept groups').
 
 # Short names for the progress bar.
 BAR_KEYS = {"reward_mean": "R", "accuracy": "acc", "eval_accuracy": "test", "eval_complete_share": "complete", "kl": "kl",

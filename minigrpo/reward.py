@@ -2,15 +2,18 @@
 
 Source: the note, section 6 (the rubric: 6.0 / 8.0 / 9.0 for the answers to "求解方程
 2x+3=7") and section 4 (one number per whole completion). Every reward is
-`reward(prompt, completion, **task_fields) -> float` and ignores the record fields it does not use.
+`reward(prompt, completion, **task_fields) -> float` and ignores the record fields it does not use; a reward
+marked `stochastic` (random_reward, lesson 11's control) is also given the run's `generator=` by `score`.
 
     parse_reward("correct:1,format:0.1")   # their weighted sum, as --reward writes it
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
 import re
+
+import torch
 
 from .tasks import classify_style, is_correct, parse_answer, parse_equation
 
@@ -77,15 +80,19 @@ def rubric(prompt: str, completion: str, answer: str | int, task: str | None = N
     return RUBRIC_POINTS[classify_style(record, completion)]
 
 
-def random_reward(prompt: str, completion: str, **_fields) -> float:
-    """1.0 or 0.0 by a fair coin that reads the text, not its correctness: a negative control.
+def random_reward(prompt: str, completion: str, *, generator: torch.Generator, **_fields) -> float:
+    """1.0 or 0.0 by a fair coin for every rollout, whatever it says: a negative control.
 
     "Spurious Rewards" (Shao et al. 2025) trains with a reward of 1 drawn with a fixed probability for every
-    rollout, whatever it says. Here the coin is the lowest bit of a hash of (prompt, completion), so a run
-    replays exactly and the reward is independent of the answer; equal completions of a prompt get one coin.
+    rollout. The coin comes from the run's generator (score passes it to a reward marked `stochastic`), which
+    the checkpoints keep, so a run replays and resumes exactly. A coin read off the text instead (a hash of
+    the completion) would not be a control: it is a fixed reward for each text, which GRPO can learn to
+    chase, answer by answer.
     """
-    digest = hashlib.blake2b(f"{prompt}\x00{completion}".encode(), digest_size=8).digest()
-    return float(digest[-1] & 1)
+    return float(torch.rand((), generator=generator, device=generator.device).item() < 0.5)
+
+
+random_reward.stochastic = True   # score() hands it the run's generator
 
 
 REWARDS = {"correct": correctness, "format": format_reward, "think_format": think_format, "rubric": rubric,
@@ -115,9 +122,11 @@ def combine(weights: dict) -> callable:
             raise ValueError(f"weight of {name!r} must be a finite number, got {w!r}")
         terms.append((fn, float(w), name))
 
-    def combined(prompt: str, completion: str, **task_fields) -> float:
-        return sum(w * fn(prompt, completion, **task_fields) for fn, w, _ in terms)
+    def combined(prompt: str, completion: str, generator: torch.Generator | None = None, **task_fields) -> float:
+        return sum(w * (fn(prompt, completion, generator=generator, **task_fields) if stochastic(fn)
+                        else fn(prompt, completion, **task_fields)) for fn, w, _ in terms)
 
+    combined.stochastic = any(stochastic(fn) for fn, _, _ in terms)
     combined.__name__ = "+".join(f"{w:g}*{name}" for _, w, name in terms)
     combined.__doc__ = f"Weighted sum of rewards: {combined.__name__}."
     return combined
@@ -151,16 +160,27 @@ def soft_overlong_punishment(lengths, max_len: int, cache: int) -> list[float]:
     return out
 
 
-def score(reward_fn, prompts, completions, records) -> list[float]:
-    """Rewards of a batch: [reward_fn(prompts[i], completions[i], **records[i])], N of each.
+def stochastic(reward_fn) -> bool:
+    """Whether `reward_fn` draws random numbers (it is then called with the run's `generator=`)."""
+    return bool(getattr(reward_fn, "stochastic", False))
+
+
+def score(reward_fn, prompts, completions, records, generator: torch.Generator | None = None) -> list[float]:
+    """Rewards of a batch: [reward_fn(prompts[i], completions[i], **records[i])], N of each; a stochastic
+    reward (random_reward) also gets `generator`, the run's, drawn from row by row.
 
     A reward that raises, or returns NaN / inf / a non-number, is reported as a ValueError naming the
     prompt and the completion: the run stops rather than hide the bug.
     """
+    name = getattr(reward_fn, "__name__", repr(reward_fn))
+    if stochastic(reward_fn):
+        if generator is None:
+            raise ValueError(f"reward {name} draws random numbers: score it with the run's generator "
+                             "(score(..., generator=...))")
+        reward_fn = functools.partial(reward_fn, generator=generator)
     if not len(prompts) == len(completions) == len(records):
         raise ValueError(f"prompts, completions and records differ in length: "
                          f"{len(prompts)}, {len(completions)}, {len(records)}")
-    name = getattr(reward_fn, "__name__", repr(reward_fn))
     out = []
     for prompt, completion, record in zip(prompts, completions, records):
         fields = {k: v for k, v in record.items() if k != "prompt"}

@@ -241,7 +241,7 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
     completions = decode_batch(tok, s.completion_ids, stops)
     sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)
-    rewards = score(reward_fn, [r["prompt"] for r in group_records], completions, group_records)
+    rewards = score(reward_fn, [r["prompt"] for r in group_records], completions, group_records, generator)
     if cfg.overlong_cache:   # DAPO's soft overlong punishment, on top of the reward
         lengths = s.completion_mask.sum(1).tolist()
         rewards = [r + p for r, p in zip(rewards, soft_overlong_punishment(lengths, cfg.max_new_tokens,

@@ -75,7 +75,8 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
                                                         "learn_s": clock() - t0 - everything.sample_s}
     row |= lengths_by_correctness(everything)
-    if ref_logp is not None:   # the samples' KL to pi_ref over every row; at beta = 0 (cfg.log_kl) a measurement only
+    if ref_logp is not None:   # the samples' KL to pi_ref over the step's rows (with dynamic sampling, the kept
+        # groups'); at beta = 0 (cfg.log_kl) a measurement only
         m = s.completion_mask.bool()                                                              # (N, T)
         kl = torch.where(m, kl_estimate(s.logps, ref_logp, cfg.kl_estimator), 0.0)                # (N, T)
         row["kl_ref"] = (kl.sum() / m.sum()).item()

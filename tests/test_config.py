@@ -67,3 +67,9 @@ def test_bad_reward_is_refused_before_any_training(reward, task, words):
 def test_dynamic_sampling_and_ppo_do_not_mix():
     with pytest.raises(ValueError, match="dynamic_sampling=True with algo='ppo'"):
         make_config("cpu", algo="ppo", dynamic_sampling=True)
+
+
+def test_log_kl_and_ppo_do_not_mix():
+    with pytest.raises(ValueError, match="log_kl=True with algo='ppo'"):
+        make_config("cpu", algo="ppo", log_kl=True)
+    assert make_config("long", log_kl=True).log_kl

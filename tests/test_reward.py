@@ -140,21 +140,28 @@ def test_a_multiplication_prompt_implies_its_task():
     assert correctness("347*26=", "9022", answer="9022") == 1.0          # arithmetic, as before
 
 
-def test_the_random_reward_is_a_fair_coin_that_ignores_correctness():
-    """The negative control of lesson 11: 0 or 1, the same for the same text, as often 1 for right as for wrong."""
+def test_the_random_reward_is_a_fair_coin_per_rollout_from_the_runs_generator():
+    """The negative control of lesson 11: 0 or 1 for every rollout, as often for a right answer as for a wrong one,
+    a fresh coin even for the same text, the same coins from the same generator seed."""
+    import torch
+    from minigrpo.reward import parse_reward
     from minigrpo.tasks import long_multiplication
-    random_reward = REWARDS["random"]
-    right, wrong = [], []
-    for a in range(100, 400):
-        worked = long_multiplication(a, 23)
-        prompt = f"计算 {a}*23。"
-        right.append(random_reward(prompt, worked, answer=str(a * 23)))
-        wrong.append(random_reward(prompt, worked.replace(f"={a * 23}。", f"={a * 23 + 1}。"), answer=str(a * 23)))
-    assert set(right + wrong) == {0.0, 1.0}
-    assert random_reward("计算 101*23。", long_multiplication(101, 23)) == right[1]   # replays
+    random_reward = parse_reward("random")
+    prompts = [f"计算 {a}*23。" for a in range(100, 400)]
+    right = [long_multiplication(a, 23) for a in range(100, 400)]
+    wrong = [w.replace(f"={a * 23}。", f"={a * 23 + 1}。") for a, w in zip(range(100, 400), right)]
+    records = [{"task": "multiplication", "answer": str(a * 23)} for a in range(100, 400)]
+    coins = lambda texts, seed: score(random_reward, prompts, texts, records, torch.Generator().manual_seed(seed))
+    heads_right, heads_wrong, again = coins(right, 0), coins(wrong, 1), coins(right, 2)
+    assert set(heads_right + heads_wrong) == {0.0, 1.0}
+    assert coins(right, 0) == heads_right                                    # replays from the same seed
     # 300 fair coins each: the share of 1s lies within 0.5 +- 4.5 standard errors (0.5 / sqrt(300))
-    for coins in (right, wrong):
-        assert abs(sum(coins) / len(coins) - 0.5) < 4.5 * 0.5 / math.sqrt(len(coins))
-    # and right and wrong completions of a prompt do not get the same coin: they agree about half the time
-    agree = sum(r == w for r, w in zip(right, wrong)) / len(right)
-    assert abs(agree - 0.5) < 4.5 * 0.5 / math.sqrt(len(right))
+    se = 0.5 / math.sqrt(300)
+    for heads in (heads_right, heads_wrong):
+        assert abs(sum(heads) / 300 - 0.5) < 4.5 * se
+    # the same texts scored again get fresh coins: they agree about half the time
+    assert abs(sum(x == y for x, y in zip(heads_right, again)) / 300 - 0.5) < 4.5 * se
+    with pytest.raises(ValueError, match="random draws random numbers: score it with the run's generator"):
+        score(random_reward, prompts[:1], right[:1], records[:1])
+    mixed = parse_reward("correct:1,random:0.5")      # a sum with a random term is stochastic too
+    assert set(score(mixed, prompts, right, records, torch.Generator().manual_seed(0))) == {1.0, 1.5}

@@ -105,8 +105,8 @@ def test_parse_reward():
         parse_reward("correct:x")
 
 
-def _run(tmp_path, name, steps, resume=None):
-    cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=steps, save_every=2, eval_every=2)
+def _run(tmp_path, name, steps, resume=None, **over):
+    cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=steps, save_every=2, eval_every=2, **over)
     tok = build_tokenizer()
     if resume:
         model = load_checkpoint(resume)[0]
@@ -364,19 +364,23 @@ def test_overlong_punishment_is_added_to_the_reward():
 
 def test_log_kl_measures_the_drift_at_beta_0_without_changing_the_run(tmp_path):
     def run(name, **over):
-        cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=4, save_every=0, eval_every=0, lr=1e-2, **over)
+        # the random reward: a fresh model's answers are all wrong, and equal rewards would train nothing
+        cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=4, save_every=0, eval_every=0, lr=1e-2,
+                          reward="random", **over)
         tok = build_tokenizer()
         torch.manual_seed(0)
         model = build_model(cfg, tok)
-        return model, train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
+        start = copy.deepcopy(model.state_dict())
+        return model, start, train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, progress=False)
 
-    plain_model, plain = run("plain")
-    logged_model, logged = run("logged", log_kl=True)
+    plain_model, start, plain = run("plain")
+    logged_model, _, logged = run("logged", log_kl=True)
+    assert any(not torch.equal(v, plain_model.state_dict()[k]) for k, v in start.items())   # it trained
     assert all("kl_ref" not in r for r in plain)
     # at the first step the sampling policy is the reference itself: every token's log-ratio is 0 (up to the
     # sampler's KV-cache rounding against a full forward), so is k3
     assert logged[0]["kl_ref"] == pytest.approx(0.0, abs=1e-9)
-    assert logged[-1]["kl_ref"] > 0.0     # lr 1e-2 moves the policy within 3 updates
+    assert logged[-1]["kl_ref"] > 1e-4    # lr 1e-2 moves the policy within 3 updates
     # a measurement only: the same samples, the same updates, the same weights
     drop = ("sample_s", "learn_s", "kl_ref", "kl")
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]
@@ -385,7 +389,7 @@ def test_log_kl_measures_the_drift_at_beta_0_without_changing_the_run(tmp_path):
         assert torch.equal(v, w), k
 
 
-def test_kl_ref_is_the_k3_mean_over_every_sampled_token():
+def test_kl_ref_is_the_k3_mean_over_every_sampled_token(monkeypatch):
     cfg, tok, model = setup(beta=0.0, log_kl=True, group_size=4)
     ref = copy.deepcopy(model).requires_grad_(False)
     with torch.no_grad():   # a reference that differs: its output layer scaled
@@ -399,12 +403,9 @@ def test_kl_ref_is_the_k3_mean_over_every_sampled_token():
     def spy(*args, **kw):
         captured["ro"] = real(*args, **kw)
         return captured["ro"]
-    trainer.rollout = spy
-    try:
-        row = grpo_step(model, ref, tok, opt, RECORDS, lambda p, c, **f: float(len(c) % 2), cfg,
-                        torch.Generator().manual_seed(1))
-    finally:
-        trainer.rollout = real
+    monkeypatch.setattr(trainer, "rollout", spy)
+    row = grpo_step(model, ref, tok, opt, RECORDS, lambda p, c, **f: float(len(c) % 2), cfg,
+                    torch.Generator().manual_seed(1))
     s = captured["ro"].samples
     # independently: each row's full sequence through both models, the completion tokens' log-probs
     seq = torch.cat([s.prompt_ids, s.completion_ids], 1)
@@ -422,3 +423,17 @@ def test_kl_ref_is_the_k3_mean_over_every_sampled_token():
                 total += math.exp(x) - x - 1                                 # Schulman's k3
                 count += 1
     assert row["kl_ref"] == pytest.approx(total / count, rel=1e-4, abs=1e-7)
+
+
+def test_a_random_reward_run_resumes_exactly(tmp_path):
+    """The random reward's coins come from the run's generator, which the checkpoint keeps: 2 steps, then 2 more
+    from the checkpoint, are the 4-step run."""
+    _, full_model, full = _run(tmp_path, "full", steps=4, reward="random")
+    assert {r["reward_mean"] for r in full} - {0.0, 1.0}                  # coins differ within the batch
+    cfg2, _, _ = _run(tmp_path, "split", steps=2, reward="random")
+    _, resumed_model, resumed = _run(tmp_path, "split", steps=4, resume=os.path.join(cfg2.out_dir, "checkpoint"),
+                                     reward="random")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("sample_s", "learn_s")} for r in rows]
+    assert strip(resumed) == strip(full)
+    for (k, v), w in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(v, w), k
