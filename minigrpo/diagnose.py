@@ -82,27 +82,35 @@ class Watch:
                                "clip-higher (--eps_high 0.28) with --num_iterations 2, or a lower --lr", "9"))
         start_len = self._mean("completion_len", self.rows[:self.window])
         now_len = self._mean("completion_len")
-        wrong_first, wrong_now = self._mean("len_wrong", self.rows[:self.window]), self._mean("len_wrong")
         if start_len and now_len is not None and now_len > 1.5 * start_len:
-            measured = f"mean completion {now_len:.1f} tokens, from {start_len:.1f}"
-            if wrong_first and wrong_now is not None and wrong_now <= 1.5 * wrong_first:   # the right ones grew
-                out.append(Finding("OK", "longer answers", f"{measured}; wrong answers {wrong_now:.1f} tokens, from "
-                                   f"{wrong_first:.1f}", "the long answers are the right ones: the reward pays "
-                                   "for what they write", "", "11"))
-            else:
-                wrong = f"; wrong answers {wrong_now:.1f} tokens, from {wrong_first:.1f}" if wrong_first else ""
-                out.append(Finding("WARN", "longer answers", measured + wrong, "length the reward pays for, or "
-                                   "a per-sequence loss that favours long wrong answers", "--loss_type dapo or "
-                                   "dr_grpo", "9"))
-        kl_key = "kl_ref" if "kl_ref" in last else "kl"   # kl_ref: the samples' KL, also at beta = 0 (log_kl)
-        kl_first, kl_now = self._mean(kl_key, self.rows[:self.window]), self._mean(kl_key)
-        if kl_key == "kl_ref" and cfg.beta == 0 and kl_now is not None and kl_now > 0.1 \
-                and kl_now > 2 * (kl_first or 0.0):
+            out += self._longer(start_len, now_len)
+        kl_first, kl_now = self._mean("kl_ref", self.rows[:self.window]), self._mean("kl_ref")
+        if cfg.beta == 0 and kl_now is not None and kl_now > 0.1 and kl_now > 2 * (kl_first or 0.0):
             out.append(Finding("WARN", "drift", f"KL of the samples to the start {kl_now:.3g}, from {kl_first:.3g}",
                                "with beta = 0 nothing holds the policy near where it started", "--beta 0.04, or a "
                                "lower --lr", "11"))
+        kl_first, kl_now = self._mean("kl", self.rows[:self.window]), self._mean("kl")
         if cfg.beta > 0 and kl_now is not None and kl_now > 0.1 and kl_now > 2 * (kl_first or 0.0):
             out.append(Finding("WARN", "rising KL", f"KL to the reference {kl_now:.3g}, from {kl_first:.3g}",
                                f"beta={cfg.beta:g} no longer holds the policy near the reference",
                                "a lower --lr or a larger --beta", "4"))
         return out
+
+    def _longer(self, start_len: float, now_len: float) -> list[Finding]:
+        """Answers got 1.5x longer. Paid for when the right answers are now at least as long as the wrong ones
+        and the reward rose (the long answers are the right ones: lesson 11); a per-sequence loss's bias
+        (Dr. GRPO) when the wrong answers are now longer than the right ones by a fifth; else no verdict."""
+        early = self.rows[:self.window]
+        right, wrong = self._mean("len_correct"), self._mean("len_wrong")
+        reward_first, reward_now = self._mean("reward_mean", early), self._mean("reward_mean")
+        measured = f"mean completion {now_len:.1f} tokens, from {start_len:.1f}"
+        if right is not None:
+            measured += f"; right answers {right:.1f} tokens, wrong ones " + (f"{wrong:.1f}" if wrong else "none")
+        rose = reward_first is not None and reward_now is not None and reward_now > reward_first
+        if right is not None and (wrong is None or right >= wrong) and rose:
+            return [Finding("OK", "length paid for", measured, "the long answers are the right ones and the reward "
+                            "rose: the reward pays for what they write", "", "11")]
+        if right is None or (wrong is not None and wrong > 1.2 * right):
+            return [Finding("WARN", "longer answers", measured, "length the reward pays for, or a per-sequence loss "
+                            "that favours long wrong answers", "--loss_type dapo or dr_grpo", "9")]
+        return []

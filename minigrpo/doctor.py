@@ -70,9 +70,10 @@ def settings_findings(cfg, parameters: int) -> list[Finding]:
 
 def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: list[bool], rewards: list[float],
                     logp_diff: float, prompts: int, prompt_len: int = 0,
-                    greedy_correct: list[bool] | None = None) -> list[Finding]:
-    """Findings from sampled groups: N rows, G per group, in order; `prompt_len` is the longest prompt's tokens
-    and `greedy_correct` whether the greedy answer to each of the groups' prompts is right (None: not asked)."""
+                    greedy_correct: list[bool] | None = None, positions: int | None = None) -> list[Finding]:
+    """Findings from sampled groups: N rows, G per group, in order. `prompt_len` is the longest prompt's
+    tokens, `positions` the model's position count (None: not fixed yet, SFT is still to build the model),
+    `greedy_correct` whether the greedy answer to each of the groups' prompts is right (None: not asked)."""
     G = cfg.group_size
     out = []
     trunc = sum(truncated) / len(truncated)
@@ -81,11 +82,17 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
     cover = f"the limit that covers 99% is {p99}" if trunc <= 0.01 else f"more than {cfg.max_new_tokens} is needed"
     level = "FAIL" if trunc >= 0.5 else "WARN" if trunc >= 0.05 else "OK"
     limit = max(2 * cfg.max_new_tokens, p99)
-    room = f" --max_seq_len {prompt_len + limit}" if prompt_len + limit > cfg.max_seq_len else ""  # must fit
+    fix = f"--max_new_tokens {limit} (or --overlong_cache / --mask_truncated)"
+    if prompt_len + limit > cfg.max_seq_len:   # prompt and completion must fit the sequence, and the model's positions
+        fix = (f"--max_new_tokens {limit} --max_seq_len {prompt_len + limit} (or --overlong_cache / "
+               "--mask_truncated)")
+        if positions is not None and prompt_len + limit > positions:
+            fix = (f"--mask_truncated or --overlong_cache: this model has {positions} positions, and a limit of "
+                   f"{limit} needs {prompt_len + limit} (SFT again with --max_seq_len {prompt_len + limit})")
     out.append(Finding(level, "truncation", f"{100 * trunc:.1f}% of completions hit max_new_tokens="
                        f"{cfg.max_new_tokens}; {cover}",
-                       "a cut-off completion has no final answer, so its reward is 0 whatever it was doing",
-                       f"--max_new_tokens {limit}{room} (or --overlong_cache / --mask_truncated)", "9"))
+                       "a cut-off completion has no final answer, so its reward is 0 whatever it was doing", fix,
+                       "9"))
     groups = [list(range(i, i + G)) for i in range(0, len(rewards), G)]
     pass_rates = [sum(correct[j] for j in g) / G for g in groups]
     p = sum(pass_rates) / len(pass_rates)
@@ -127,14 +134,14 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
 
 def memory_estimate(cfg, model, rows: float, seq: int) -> tuple[float, float]:
     """Bytes one GRPO update needs, roughly: (the state: float32 weights, gradients and AdamW's two moments,
-    16 bytes a parameter, and a reference copy when beta > 0; the activations the backward keeps for a
+    16 bytes a parameter, and a reference copy with beta > 0 or log_kl; the activations the backward keeps for a
     micro-batch of the `rows` trained: about 20 hidden-sized and 3 MLP-wide values per token per layer)."""
     c = model.config
     n = sum(p.numel() for p in model.parameters())
     chunk = min(cfg.micro_batch_size or rows, rows)
     per_token = c.num_hidden_layers * (20 * c.hidden_size + 3 * c.intermediate_size) * 4
     width = 2 if cfg.dtype != "float32" else 4
-    return n * (16 + (4 if cfg.beta > 0 else 0)), chunk * seq * per_token * width / 4
+    return n * (16 + (4 if cfg.beta > 0 or cfg.log_kl else 0)), chunk * seq * per_token * width / 4
 
 
 def cpu_peak(work):
@@ -179,9 +186,10 @@ def start_policy(cfg, init: str | None, device):
 
 
 def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, list[Finding]]:
-    """Sample `prompts` groups with the run's settings from the policy GRPO would start from, time one step of
-    the run's size (the second of two, on a copy), measure its update's memory (on the CPU under the profiler,
-    on CUDA by the allocator's peak), and check the settings. Returns (which policy, findings)."""
+    """Sample `prompts` groups with the run's settings from the policy GRPO would start from, answer the same
+    prompts greedily (the pass rate of samples against greedy answers), time one step of the run's size (the
+    second of two, on a copy), measure its update's memory (on the CPU under the profiler, on CUDA by the
+    allocator's peak), and check the settings. Returns (which policy, findings)."""
     from .data import prompt_batch
     from .model import completion_logprobs, pick_device, precision, sync_clock
     from .optim import make_optimizer
@@ -190,6 +198,7 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     from .evaluate import evaluate
     from .sampler import rollout
     from .tasks import is_correct
+    from .tokenizer import encode
     from .trainer import grpo_step
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -214,12 +223,15 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
         greedy = evaluate(model, tok, batch, max_new_tokens=cfg.max_new_tokens, device=device,
                           chat=cfg.chat_template, return_completions=True)["completions"]
     greedy_correct = [is_correct(r, c) for r, c in zip(batch, greedy)]
+    longest = max(len(encode(tok, r["prompt"], chat=cfg.chat_template)) for r in train)
+    fresh = which.startswith("a fresh model")   # the run's SFT builds it with cfg.max_seq_len positions
     findings += sample_findings(cfg, lengths, s.truncated.tolist(), ro.correct, ro.rewards.tolist(), diff,
-                                cfg.prompts_per_step, s.prompt_ids.shape[1], greedy_correct)
+                                cfg.prompts_per_step, longest, greedy_correct,
+                                None if fresh else getattr(model.config, "max_position_embeddings", None))
     # one step of the run's size, on a copy (the policy and the generator are left as they were)
     twin = copy.deepcopy(model)
     opt = make_optimizer(twin.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
     for k in range(2):   # the second is timed: the first warms caches and kernels up
         t0 = sync_clock(device)
         if device.type == "cuda":

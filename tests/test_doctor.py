@@ -86,6 +86,11 @@ def test_a_longer_limit_that_would_not_fit_the_sequence_says_so():
     out = sample_findings(cfg, [160] * n, [True] * n, correct, rewards, 1e-6, 32, prompt_len=12)
     line = next(f.line() for f in out if f.rule == "truncation")
     assert "Fix: --max_new_tokens 320 --max_seq_len 332 " in line  # twice the limit, and room for it and the prompt
+    # a checkpoint of 192 positions cannot take 332: cut answers are then masked or punished, or SFT starts again
+    out = sample_findings(cfg, [160] * n, [True] * n, correct, rewards, 1e-6, 32, prompt_len=12, positions=192)
+    line = next(f.line() for f in out if f.rule == "truncation")
+    assert "Fix: --mask_truncated or --overlong_cache: this model has 192 positions, and a limit of 320 needs 332 " \
+           "(SFT again with --max_seq_len 332)" in line
     short = make_config("cpu", group_size=4)                        # max_seq_len 96: 8 + 12 tokens fit
     out = sample_findings(short, [6] * n, [True] * n, correct, rewards, 1e-6, 32, prompt_len=8)
     line = next(f.line() for f in out if f.rule == "truncation")
@@ -146,19 +151,33 @@ def test_each_training_rule_fires_once(late, rule, cfg):
     assert len(fired) == 1 and "(lesson " in fired[0] and "Fix:" in fired[0]
 
 
-def test_longer_answers_are_ok_when_the_right_ones_grew_and_warn_when_the_wrong_ones_did():
+def test_longer_answers_are_paid_for_when_the_right_ones_are_long_and_warn_when_the_wrong_ones_are():
     def notes(late):
         watch = Watch(make_config("long"))
-        early = [watch.check(healthy(s, completion_len=60.0, len_correct=100.0, len_wrong=30.0)) for s in range(1, 11)]
-        return [n for s in range(11, 31) for n in watch.check(healthy(s, **late))] + sum(early, [])
-    right_grew = notes(dict(completion_len=100.0, len_correct=100.0, len_wrong=35.0))   # the worked style took over
-    assert [n for n in right_grew if "longer answers" in n][0].split(": ", 1)[1].startswith("OK   longer answers")
-    wrong_grew = notes(dict(completion_len=100.0, len_correct=100.0, len_wrong=90.0))
-    fired = [n for n in wrong_grew if "longer answers" in n]
-    # it fires at step 18, the first whose window (steps 9-18) holds 8 later rows: lengths 0.2 * 60 + 0.8 * 100 = 92
-    # > 1.5 * 60, and the wrong ones 0.2 * 30 + 0.8 * 90 = 78
-    assert len(fired) == 1 and fired[0].startswith("step 18: WARN longer answers: mean completion 92.0 tokens, "
-                                                   "from 60.0; wrong answers 78.0 tokens, from 30.0")
+        early = dict(completion_len=60.0, len_correct=100.0, len_wrong=25.0, reward_mean=0.5)
+        first = [n for s in range(1, 11) for n in watch.check(healthy(s, **early))]
+        return first + [n for s in range(11, 31) for n in watch.check(healthy(s, **late))]
+    # step 18 is the first whose window (steps 9-18, 2 early rows and 8 late) passes 1.5 x 60 tokens:
+    # 0.2 * 60 + 0.8 * 100 = 92
+    paid = [n for n in notes(dict(completion_len=100.0, len_correct=100.0, len_wrong=90.0, reward_mean=0.9))
+            if "length" in n]
+    # right 100, wrong 0.2 * 25 + 0.8 * 90 = 77, reward 0.2 * 0.5 + 0.8 * 0.9 = 0.82 > 0.5: the working pays
+    assert len(paid) == 1 and paid[0].startswith("step 18: OK   length paid for: mean completion 92.0 tokens, "
+                                                 "from 60.0; right answers 100.0 tokens, wrong ones 77.0")
+    biased = [n for n in notes(dict(completion_len=100.0, len_correct=60.0, len_wrong=130.0, reward_mean=0.5))
+              if "longer answers" in n or "length" in n]
+    # right 0.2 * 100 + 0.8 * 60 = 68, wrong 0.2 * 25 + 0.8 * 130 = 109 > 1.2 * 68: the wrong ones grew
+    assert len(biased) == 1 and biased[0].startswith("step 18: WARN longer answers: mean completion 92.0 tokens, "
+                                                     "from 60.0; right answers 68.0 tokens, wrong ones 109.0")
+
+
+def test_the_committed_long_run_is_told_its_length_is_paid_for():
+    watch = Watch(make_config("long"))
+    notes = [n for row in rows_of("results/cpu_long") for n in watch.check({k: v for k, v in row.items()
+                                                                           if k != "doctor"})]
+    assert any("OK   length paid for" in n for n in notes) and not any("longer answers" in n for n in notes)
+    # what the run itself wrote into its metrics is what the rules say
+    assert [n for row in rows_of("results/cpu_long") for n in row.get("doctor", [])] == notes
 
 
 def test_drift_at_beta_0_is_watched_through_the_logged_kl():
