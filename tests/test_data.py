@@ -209,7 +209,7 @@ def test_multiplication_kinds_and_worked_solutions(splits):
         assert r["solution"].count("\n") == (lines - 1 if r["style"] == "worked" else 0), r
 
 
-def test_half_the_multiplication_demonstrations_state_the_product_alone(splits):
+def test_half_the_multiplication_demonstrations_state_the_product_alone(splits, monkeypatch):
     """direct_share = 0.5: the styles are drawn as fair coins, within 4.5 standard errors of half in every kind;
     the style has a random source of its own, so the problems are the ones drawn without it."""
     import dataclasses
@@ -220,11 +220,8 @@ def test_half_the_multiplication_demonstrations_state_the_product_alone(splits):
         assert abs(styles.count("direct") / len(styles) - 0.5) < 4.5 * 0.5 / len(styles) ** 0.5
     assert all(r["solution"] == f"所以{r['a']}*{r['b']}={r['answer']}。" for r in sft if r["style"] == "direct")
     spec = datasets.DATASETS["multiplication"]
-    try:
-        datasets.DATASETS["multiplication"] = dataclasses.replace(spec, direct_share=0.0)
-        worked_only = datasets.make_splits("multiplication")
-    finally:
-        datasets.DATASETS["multiplication"] = spec
+    monkeypatch.setitem(datasets.DATASETS, "multiplication", dataclasses.replace(spec, direct_share=0.0))
+    worked_only = datasets.make_splits("multiplication")
     for split in ("test", "sft", "train"):
         assert [r["prompt"] for r in worked_only[split]] == [r["prompt"] for r in splits[f"multiplication/{split}"]]
     assert {r["style"] for r in worked_only["sft"]} == {"worked"}

@@ -27,7 +27,8 @@ Lesson 11, "long": from the long preset's SFT start, results/cpu_long/sft (worke
 
     python -m minigrpo ablate                                  # lesson 9's committed experiment (about 70 min;
                                                                #   run again, it resumes where it stopped)
-    python -m minigrpo ablate --experiment long                # lesson 11's
+    python -m minigrpo ablate --experiment long --out results/cpu_long_mechanisms   # lesson 11's committed
+                                                               #   experiment (about 25 min a seed; resumes)
     python -m minigrpo ablate --settings base dr_grpo_loss --seeds 0 --steps 10 --out runs/ablate_smoke
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Experiment:
     settings: dict     # setting -> (the lesson's section, its overrides of base)
     traced: str        # seed 0 of this setting writes tokens.jsonl for the lesson's clip scrubber
     out: str           # where `python -m minigrpo ablate` writes it by default
+    tracked: tuple = ()  # logged numbers each run's result also sums up over its first and its last 5 steps
 
 
 FAMILY = Experiment(
@@ -106,6 +108,7 @@ LONG = Experiment(
     },
     traced="mu4",
     out="runs/long_mechanisms",
+    tracked=("kl_ref", "len_correct", "len_wrong", "truncated_frac", "reward_mean"),
 )
 
 EXPERIMENTS = {"family": FAMILY, "long": LONG}
@@ -152,10 +155,6 @@ def overrides_of(setting: str, seed: int, steps: int | None = None, experiment: 
     return overrides
 
 
-# measured over a run's first and last 5 steps, when its rows hold them
-LAST = ("kl_ref", "len_correct", "len_wrong", "truncated_frac", "reward_mean")
-
-
 def summarise(rows: list[dict], setting: str, seed: int, overrides: dict, init: str, start: dict,
               experiment: str = "family", per_step: int | None = None) -> dict:
     """One run's metrics rows (and its start's greedy evaluation) condensed to what the lessons compare;
@@ -163,19 +162,21 @@ def summarise(rows: list[dict], setting: str, seed: int, overrides: dict, init: 
     per_step = per_step or overrides["prompts_per_step"] * overrides["group_size"]
     seconds, samples = 0.0, 0
     curve = [{"step": 0, "seconds": 0.0, "samples": 0, "accuracy": start["accuracy"],
-              **({"style_shares": start["style_shares"]} if "style_shares" in start else {})}]
+              **({"style_shares": start["style_shares"]} if "style_shares" in start else {}),
+              **({"worked_share": start["worked_share"]} if "worked_share" in start else {})}]
     for r in rows:
         seconds += r["sample_s"] + r["learn_s"]
         samples += r.get("samples", per_step)
         if "eval_accuracy" in r:
             curve.append({"step": r["step"], "seconds": seconds, "samples": samples, "accuracy": r["eval_accuracy"],
-                          **({"style_shares": r["eval_style_shares"]} if "eval_style_shares" in r else {})})
+                          **({"style_shares": r["eval_style_shares"]} if "eval_style_shares" in r else {}),
+                          **({"worked_share": r["eval_worked_share"]} if "eval_worked_share" in r else {})})
 
     def mean(key, part=slice(None)):
         values = [r[key] for r in rows[part] if r.get(key) is not None]
         return sum(values) / len(values) if values else None
 
-    extra = {f"{key}_{end}": mean(key, part) for key in LAST if key in rows[0]
+    extra = {f"{key}_{end}": mean(key, part) for key in EXPERIMENTS[experiment].tracked
              for end, part in (("first", slice(0, 5)), ("last", slice(-5, None)))}
     return {"setting": setting, "section": EXPERIMENTS[experiment].settings[setting][0], "seed": seed,
             "overrides": overrides, "init": os.path.relpath(init, ROOT), "curve": curve,
@@ -241,8 +242,9 @@ def table(summary: dict) -> list[dict]:
     for setting in summary["settings"]:
         mine = [r for r in summary["runs"] if r["setting"] == setting]
         row = {"setting": setting, "section": mine[0]["section"], "seeds": len(mine)}
+        tracked = EXPERIMENTS[summary.get("experiment", "family")].tracked
         keys = ("final_accuracy", "entropy_last", "clip_low", "clip_high", "len_last", "kl_last", "train_seconds",
-                "samples", *(f"{key}_last" for key in LAST))
+                "samples", *(f"{key}_last" for key in tracked))
         for key in (k for k in keys if all(r.get(k) is not None for r in mine)):
             values = [r[key] for r in mine]
             row[key] = st.mean(values)

@@ -108,7 +108,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "multiplication": DatasetSpec(
         task="multiplication", kinds=((4, 1), (2, 2), (3, 2)), direct_share=0.5,
         sizes={"test": 600, "sft": 3000, "train": 15000},
-        description="计算 a*b。 worked digit by digit with carries: 4 x 1, 2 x 2 and 3 x 2 digits"),
+        description="计算 a*b。 4 x 1, 2 x 2 and 3 x 2 digits; half the demonstrations worked digit by digit with "
+                    "carries, half the product alone"),
     "equations": DatasetSpec(
         task="equation", params={"a_max": 9, "x_max": 10, "b_max": 20},
         sizes={"test": 300, "sft": 5000, "train": 1400},
