@@ -21,7 +21,7 @@ to benchmarks/scaling_cpu.png; and (--long, on by default) the long preset's ans
 multiplication from results/cpu_long/sft, both trainers at their defaults, where sampling dominates a step.
 
     pip install -e ".[bench]"              # adds trl
-    python benchmarks/grpo_speed.py        # 3 seeds x 4 trainer variants, then the scaling runs
+    python benchmarks/grpo_speed.py        # 3 seeds x 4 trainer variants, the scaling runs, the long answers
     python benchmarks/grpo_speed.py --steps 5 --seeds 1 --no-scaling --no-long   # a smoke run
 
 A worker (`--worker minigrpo|trl --variant default|fast`) runs one trainer once and prints one JSON line.
@@ -51,7 +51,8 @@ STARTS = {"arithmetic": START, "equations": os.path.join(ROOT, "results", "cpu_e
 PRESET_OF = {"arithmetic": "cpu", "arithmetic_hard": "gpu", "equations": "equations", "multiplication": "long"}
 # Long answers (--long, on by default): the long preset's step (B = 32 prompts x G = 8, limit 160, lr 3e-5) from its
 # SFT start, both trainers at their defaults, the same steps, seed by seed; held-out accuracy on all 600 problems.
-LONG = dict(task="multiplication", prompts=32, group=8, max_new=160, lr=3e-5, warmup=10, steps=20)
+LONG = dict(task="multiplication", prompts=32, group=8, max_new=160, lr=3e-5, warmup=10, steps=20,
+            start=STARTS["multiplication"])
 # Each trainer at its defaults, and at the fastest CPU settings found for it (benchmarks/README.md: what was tried).
 VARIANTS = {
     "minigrpo": {"default": {},                                    # float32, the reproducible course default
@@ -345,7 +346,7 @@ def main() -> None:
     import torch, transformers
     meta = {"machine": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": _version("trl"), "variants": VARIANTS,
-            "matmul_flop_s": rates,
+            "matmul_flop_s": rates, "long": {**LONG, "steps": a.long_steps} if a.long else None,
             "settings": {k: getattr(a, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup",
                                                      "threads")}}
     with open(a.out, "w") as f:

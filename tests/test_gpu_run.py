@@ -51,6 +51,15 @@ def test_smoke_preset_part_trains_and_scores_the_further_problems(smoke):
     assert (out / "preset" / "metrics.jsonl").read_text().count("\n") == 4   # one row per GRPO step
 
 
+def test_smoke_long_part_trains_the_long_preset_and_counts_its_styles(smoke):
+    out, _, r = smoke
+    p = r["parts"]["long"]
+    assert p["test_n"] == 600 and p["extra_n"] == 200 and p["grpo_steps"] == 4
+    assert set(p["accuracy_extra_by_op"]) == {"*"} and 0 <= p["accuracy_grpo"] <= 1
+    rows = [json.loads(line) for line in (out / "long" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and "eval_worked_share" in rows[-1]
+
+
 def test_smoke_speed_parts_measure(smoke):
     _, _, r = smoke
     trl = r["parts"]["trl"]
