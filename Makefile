@@ -1,7 +1,7 @@
 # make train   set up (once) and run the main job: SFT + GRPO on arithmetic, CPU preset
 # make test    set up (once) and run every test: unit, property and notebook (nbval)
 # make lab     set up (once) and open the lessons in JupyterLab
-# make bench   set up (once, with TRL) and time minigrpo against TRL's GRPOTrainer (~15 min on 2 cores)
+# make bench   set up (once, with TRL) and time minigrpo against TRL's GRPOTrainer (~30 min on 2 cores)
 # make gpu-run the GPU work in one command (on a CUDA machine, <= 9 min): benchmarks/gpu_run.py
 VENV   ?= .venv
 PY     := $(VENV)/bin/python

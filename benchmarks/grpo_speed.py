@@ -22,6 +22,7 @@ multiplication from results/cpu_long/sft, both trainers at their defaults, where
 
     pip install -e ".[bench]"              # adds trl
     python benchmarks/grpo_speed.py        # 3 seeds x 4 trainer variants, the scaling runs, the long answers
+    python benchmarks/grpo_speed.py --long_only   # the long answers alone: benchmarks/results_cpu_long.json
     python benchmarks/grpo_speed.py --steps 5 --seeds 1 --no-scaling --no-long   # a smoke run
 
 A worker (`--worker minigrpo|trl --variant default|fast`) runs one trainer once and prints one JSON line.
@@ -314,8 +315,11 @@ def main() -> None:
                    help="also time the long preset's answers (53-152 tokens of worked multiplication) from its "
                         "SFT start, both trainers at their defaults")
     p.add_argument("--long_steps", type=int, default=LONG["steps"], help="GRPO steps per long-answer run")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results_cpu.json"))
+    p.add_argument("--long_only", action="store_true",
+                   help="time the long answers alone (default --out benchmarks/results_cpu_long.json)")
+    p.add_argument("--out", default=None, help="the JSON written (default benchmarks/results_cpu.json)")
     a = p.parse_args()
+    a.out = a.out or os.path.join(ROOT, "benchmarks", "results_cpu_long.json" if a.long_only else "results_cpu.json")
 
     if a.worker:
         import torch
@@ -328,25 +332,27 @@ def main() -> None:
     print("machine's torch.mm rate at the model's shapes: " +
           ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
     rows = []
-    for seed in range(a.seeds):
+    for seed in range(0 if a.long_only else a.seeds):
         for name in ("minigrpo", "trl"):
             for variant in ("default", "fast"):   # alternating, one process each
                 rows.append(worker(name, variant, seed, a))
                 r = rows[-1]
                 print(f"{name:9}{variant:8} seed {seed}: {r['step_s']:.3f} s/step, {r['completions_per_s']:.0f} "
                       f"completions/s, accuracy {100 * r['accuracy']:.1f}%", flush=True)
-    print(table(rows, a, rates))
-    scaling = run_scaling(a) if a.scaling else []
+    if rows:
+        print(table(rows, a, rates))
+    scaling = run_scaling(a) if a.scaling and not a.long_only else []
     if scaling:
         print(scaling_table(scaling))
         plot_scaling(scaling, os.path.join(os.path.dirname(a.out), "scaling_cpu.png"))
-    long_rows = run_long(a) if a.long else []
+    long_rows = run_long(a) if a.long or a.long_only else []
     if long_rows:
         print(long_table(long_rows))
     import torch, transformers
     meta = {"machine": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": _version("trl"), "variants": VARIANTS,
-            "matmul_flop_s": rates, "long": {**LONG, "steps": a.long_steps} if a.long else None,
+            "matmul_flop_s": rates, "long": ({**LONG, "start": os.path.relpath(LONG["start"], ROOT), "steps": a.long_steps}
+                                              if long_rows else None),
             "settings": {k: getattr(a, k) for k in ("steps", "prompts", "group", "max_new", "lr", "warmup",
                                                      "threads")}}
     with open(a.out, "w") as f:

@@ -112,3 +112,84 @@ def test_monte_carlo_values_with_a_stride_are_compared_at_their_positions():
     assert errors[2]["prompt_baseline"] == 0.5
     # a group of 2 with p = V(s_0) = 0.5: its mean is 0, 0.5 or 1 w.p. 1/4, 1/2, 1/4, so E|m - 1| = 0.5
     assert errors[2]["group_mean"] == 0.25 * 1.0 + 0.5 * 0.5 + 0.25 * 0.0
+
+
+# ------------------------------------------------------------------ the committed experiment (lesson 11 reads it)
+
+RUN = os.path.join(ROOT, "results", "cpu_long_mechanisms")
+VALUES = os.path.join(ROOT, "results", "cpu_long_values")
+
+
+def committed_summary():
+    with open(os.path.join(RUN, "summary.json")) as f:
+        return json.load(f)
+
+
+def rows_of(setting, seed):
+    with open(os.path.join(RUN, f"{setting}_s{seed}", "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_every_long_setting_ran_with_three_seeds_from_the_long_start():
+    summary = committed_summary()
+    assert summary["experiment"] == "long" and summary["init"] == os.path.join("results", "cpu_long", "sft")
+    assert summary["base"] == LONG.base
+    assert summary["settings"] == {k: [section, over] for k, (section, over) in LONG.settings.items()}
+    counts = {s: sorted(r["seed"] for r in summary["runs"] if r["setting"] == s) for s in LONG.settings}
+    assert all(seeds == [0, 1, 2] for seeds in counts.values()), counts
+
+
+def test_each_long_run_agrees_with_its_own_metrics_and_logs_the_kl_at_every_step():
+    import statistics
+    for run in committed_summary()["runs"]:
+        rows = rows_of(run["setting"], run["seed"])
+        assert [r["step"] for r in rows] == list(range(1, LONG.base["steps"] + 1)), run["setting"]
+        evals = [r["eval_accuracy"] for r in rows if "eval_accuracy" in r]
+        assert len(evals) == 4 and [p["accuracy"] for p in run["curve"][1:]] == evals
+        assert [p["worked_share"] for p in run["curve"][1:]] == [r["eval_worked_share"] for r in rows
+                                                                  if "eval_worked_share" in r]
+        assert all(r["kl_ref"] >= 0 for r in rows) and rows[0]["kl_ref"] < 1e-3   # step 1 samples the start itself
+        assert run["kl_ref_last"] == pytest.approx(statistics.mean(r["kl_ref"] for r in rows[-5:]), abs=1e-12)
+        assert run["entropy_last"] == pytest.approx(statistics.mean(r["entropy"] for r in rows[-5:]), abs=1e-12)
+        cut = {**LONG.base, **LONG.settings[run["setting"]][1]}.get("max_new_tokens")
+        assert all(r["completion_len"] <= (cut or 160) for r in rows)
+
+
+def test_the_clip_acts_only_at_mu_4_and_the_scrubber_has_its_trace():
+    for setting, (_, over) in LONG.settings.items():
+        for seed in (0, 1, 2):
+            rows = rows_of(setting, seed)
+            if over.get("num_iterations", 1) == 1:
+                assert all(r["ratio_mean"] == 1.0 and r["clip_low"] == r["clip_high"] == 0.0 for r in rows), setting
+            else:
+                assert sum(r["clip_low"] + r["clip_high"] > 0 for r in rows) > len(rows) // 2, setting
+    with open(os.path.join(RUN, f"{LONG.traced}_s0", "tokens.jsonl")) as f:
+        traces = [json.loads(line) for line in f]
+    assert [t["step"] for t in traces] == [15, 30, 45, 60]
+    assert all(len(c["ratios"]) == 4 for t in traces for c in t["completions"])
+    assert all(abs(x - 1) < 1e-3 for t in traces for c in t["completions"] for x in c["ratios"][0])
+
+
+def test_the_random_reward_pays_half_whatever_the_answer():
+    for setting in ("random_reward", "random_reward_mu4"):
+        rewards = [r["reward_mean"] for seed in (0, 1, 2) for r in rows_of(setting, seed)]
+        # 180 steps x 256 fair coins: the mean is 0.5 within 4 standard errors (0.5 / sqrt(46,080) = 0.0023)
+        assert abs(sum(rewards) / len(rewards) - 0.5) < 4 * 0.5 / (len(rewards) * 256) ** 0.5, setting
+
+
+def test_the_critic_comparison_is_committed_for_three_seeds_and_agrees_with_its_traces():
+    from minigrpo.course.long_values import PROMPTS, ROLLOUTS, STRIDE
+    from minigrpo.course.values import value_errors
+    for seed in (0, 1, 2):
+        with open(os.path.join(VALUES, f"values_s{seed}.json")) as f:
+            v = json.load(f)
+        assert (v["seed"], v["prompts"], v["rollouts"], v["stride"]) == (seed, PROMPTS, ROLLOUTS, STRIDE)
+        assert v["init"] == os.path.join("results", "cpu_long", "sft") and len(v["traces"]) == PROMPTS
+        checks = [h["check_mse"] for h in v["warmup"]]
+        assert v["warmup"][0]["step"] == 0 and min(checks) < checks[0]   # the warm-up lowered the held-out error
+        for tr in v["traces"]:
+            assert tr["positions"] == list(range(0, len(tr["completion_ids"]), STRIDE))
+            assert len(tr["critic"]) == len(tr["completion_ids"]) and all(0 <= x <= 1 for x in tr["values"])
+        errors, again = {int(t): e for t, e in v["errors"].items()}, value_errors(v["traces"], group_size=8)
+        assert set(errors) == set(again) and all(errors[t] == pytest.approx(again[t]) for t in again)
+        assert errors[0]["prompt_baseline"] == 0.0        # V(s_0) against itself
