@@ -4,6 +4,7 @@ reject plausible wrong answers.
 The solutions are exec'd from the solutions notebook; the wrong answers are the slips a reader is likely to make
 (a flipped sign, an off-by-one, a missing factor, the wrong quantity).
 """
+import json
 import math
 import os
 
@@ -22,33 +23,52 @@ def solution_fn(name):
     return function_defined(SOLUTIONS, name, {"torch": torch, "math": math})
 
 
+def committed_warmups():
+    """Section 6's three committed critic warm-ups, each a list of {"step", "check_mse"} rows."""
+    out = []
+    for seed in (0, 1, 2):
+        with open(os.path.join(ROOT, "results", "cpu_long_values", f"values_s{seed}.json")) as f:
+            out.append(json.load(f)["warmup"])
+    return out
+
+
 def test_checkers_accept_the_solutions(capsys):
     lesson11.check_soft_overlong(solution_fn("soft_overlong"))
-    lesson11.check_token_weights(solution_fn("token_weights"))
-    lesson11.check_group_baseline_error(solution_fn("group_baseline_error"))
+    lesson11.check_overlong_filter(solution_fn("overlong_filter"))
+    lesson11.check_warmup_stop(solution_fn("warmup_stop"), committed_warmups())
     out = capsys.readouterr().out
     assert out.count(": correct") == 3 and "not done" not in out
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
     lesson11.check_soft_overlong(lambda lengths, max_len, cache: None)
-    lesson11.check_token_weights(lambda lengths, loss_type, max_len: None)
-    lesson11.check_group_baseline_error(lambda p, v, G: None)
+    lesson11.check_overlong_filter(lambda ids, mask, eos: None)
+    lesson11.check_warmup_stop(lambda checks, every, patience, gain: None)
     assert capsys.readouterr().out.count("not done yet") == 3
 
 
 def test_the_checkers_hand_numbers_agree_with_the_engine():
     """The checkers' hand-derived tables and the engine they also compare with must not contradict each other."""
-    from minigrpo.course.values import group_mean_error
+    from minigrpo.loss import loss_mask
     from minigrpo.reward import soft_overlong_punishment
     for lengths, max_len, cache, expected in lesson11.OVERLONG_CASES:
         assert soft_overlong_punishment(lengths, max_len, cache) == pytest.approx(expected, abs=1e-12)
-    for lengths, max_len, expected in lesson11.WEIGHT_CASES:
-        for loss_type in lesson11.LOSS_TYPES:
-            assert lesson11.engine_weights(lengths, loss_type, max_len) == pytest.approx(expected[loss_type])
-    for p, v, G, expected in lesson11.BASELINE_CASES:
-        assert group_mean_error(p, v, G) == pytest.approx(expected, abs=1e-12)
-    assert lesson11.de_moivre(0.5, 8) == pytest.approx(35 / 256)
+    for rows, expected in lesson11.FILTER_CASES:
+        ids, mask = lesson11._filter_batch(rows)
+        assert loss_mask(mask, ~(ids == lesson11.EOS).any(-1), True).tolist() == expected
+
+
+def test_the_warm_up_rule_is_the_one_the_critic_ran():
+    """The committed warm-ups stopped where values.warm_up_critic's rule says: exercise 3's answer, by the engine."""
+    import inspect
+    from minigrpo.course.values import warm_up_critic
+    defaults = {k: v.default for k, v in inspect.signature(warm_up_critic).parameters.items()}
+    assert (defaults["check_every"], defaults["patience"], defaults["min_gain"]) == (10, 3, 0.01)
+    for history in committed_warmups():
+        checks = [h["check_mse"] for h in history]
+        assert lesson11._reference_stop(checks, 10, 3, 0.01) == history[-1]["step"]
+    for checks, every, patience, gain, want in lesson11.STOP_CASES:
+        assert lesson11._reference_stop(checks, every, patience, gain) == want
 
 
 def _clamp(x):
@@ -68,44 +88,51 @@ def test_soft_overlong_checker_rejects_wrong(wrong):
         lesson11.check_soft_overlong(wrong)
 
 
-def _weights(grpo, dapo, dr_grpo):
-    return lambda ls, t, L: {"grpo": grpo, "dapo": dapo, "dr_grpo": dr_grpo}[t](ls, L)
+@pytest.mark.parametrize("wrong", [
+    lambda ids, m, eos: m.float(),                                                     # no filtering
+    lambda ids, m, eos: m.float() * (ids[:, -1] == eos).float().unsqueeze(-1),         # EOS must be the last token
+    lambda ids, m, eos: m.float() * (ids == eos).float(),                              # only the EOS token kept
+    lambda ids, m, eos: m.float() * (~(ids == eos).any(-1)).float().unsqueeze(-1),      # the cut-off rows kept
+    lambda ids, m, eos: m.float() * (m.sum(-1) < m.shape[1]).float().unsqueeze(-1),    # "full length" as cut off
+])
+def test_overlong_filter_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="overlong_filter"):
+        lesson11.check_overlong_filter(wrong)
 
 
-RIGHT_GRPO = lambda ls, L: [1 / (len(ls) * n) for n in ls]
-RIGHT_DAPO = lambda ls, L: [1 / sum(ls)] * len(ls)
-RIGHT_DR = lambda ls, L: [1 / (len(ls) * L)] * len(ls)
-
-
-def test_the_right_pieces_of_the_wrong_answers_below_pass():
-    right = _weights(RIGHT_GRPO, RIGHT_DAPO, RIGHT_DR)
-    lesson11.check_token_weights(right)                   # the control: the pieces put together right pass
+def _stop(better, count_from=1):
+    """A warm-up rule with the given test for "better", stopping after `patience` checks that are not."""
+    def rule(checks, every, patience, gain):
+        best, since = checks[0], 0
+        for i, err in enumerate(checks[1:], start=count_from):
+            if better(err, best, gain):
+                best, since = err, 0
+            else:
+                since += 1
+                if since >= patience:
+                    return i * every
+        return None
+    return rule
 
 
 @pytest.mark.parametrize("wrong", [
-    _weights(lambda ls, L: [1 / n for n in ls], RIGHT_DAPO, RIGHT_DR),                    # grpo without 1/N
-    _weights(lambda ls, L: [1 / len(ls)] * len(ls), RIGHT_DAPO, RIGHT_DR),                # a completion's total
-    _weights(RIGHT_GRPO, lambda ls, L: [1 / (len(ls) * n) for n in ls], RIGHT_DR),        # dapo as grpo
-    _weights(RIGHT_GRPO, RIGHT_DAPO, lambda ls, L: [1 / (len(ls) * max(ls))] * len(ls)),  # L = longest sampled
-    _weights(RIGHT_GRPO, RIGHT_DAPO, lambda ls, L: [1 / L] * len(ls)),                    # dr_grpo without 1/N
+    _stop(lambda err, best, gain: err < best),                        # any progress counts
+    _stop(lambda err, best, gain: err < best - gain),                 # an absolute margin, not a relative one
+    _stop(lambda err, best, gain: err < best * (1 - gain), count_from=0),   # steps counted from the wrong check
+    _stop(lambda err, best, gain: err <= best * (1 + gain)),          # the margin the wrong way round
 ])
-def test_token_weights_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="token_weights"):
-        lesson11.check_token_weights(wrong)
+def test_warmup_stop_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="warmup_stop"):
+        lesson11.check_warmup_stop(wrong, committed_warmups())
 
 
-def _binomial(p, G, f):
-    return sum(math.comb(G, k) * p**k * (1 - p) ** (G - k) * f(k) for k in range(G + 1))
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda p, v, G: abs(p - v),                                                   # the oracle V(s_0): no noise
-    lambda p, v, G: abs(p - v) + math.sqrt(p * (1 - p) / G),                      # a standard deviation added
-    lambda p, v, G: _binomial(p, G, lambda k: k / G - v),                         # no absolute value: p - v
-    lambda p, v, G: p * abs(1 - v) + (1 - p) * abs(v),                            # one sample, whatever G
-    lambda p, v, G: _binomial(p, G, lambda k: abs(k / max(G - 1, 1) - v)),        # divided by G - 1
-    lambda p, v, G: sum(p**k * (1 - p) ** (G - k) * abs(k / G - v) for k in range(G + 1)),   # no C(G, k)
-])
-def test_group_baseline_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="group_baseline_error"):
-        lesson11.check_group_baseline_error(wrong)
+def test_warmup_stop_checker_rejects_a_rule_that_compares_with_the_last_check():
+    def last(checks, every, patience, gain):
+        since = 0
+        for i in range(1, len(checks)):
+            since = 0 if checks[i] < checks[i - 1] * (1 - gain) else since + 1
+            if since >= patience:
+                return i * every
+        return None
+    with pytest.raises(AssertionError, match="warmup_stop"):
+        lesson11.check_warmup_stop(last, committed_warmups())

@@ -7,8 +7,9 @@ random inputs against the engine, and:
   - prints "<name>: correct" when every case passes.
 
     1. soft_overlong(lengths, max_len, cache)     DAPO's soft overlong punishment of each answer (§3.4, eq. 13)
-    2. token_weights(lengths, loss_type, max_len)  d loss / d (per-token value) of each completion's tokens
-    3. group_baseline_error(p, v, G)               E|mean of G rewards - v|: the group baseline's error at a state
+    2. overlong_filter(completion_ids, completion_mask, eos_id)   DAPO's overlong filtering: the loss mask without
+                                                   the answers cut off before their EOS (§3.3)
+    3. warmup_stop(check_mse, check_every, patience, min_gain)   the step where section 6's critic warm-up stops
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ import torch
 
 from minigrpo.course.exercises import as_float64 as _as_float64
 from minigrpo.course.exercises import not_done as _not_done
-from minigrpo.course.values import group_mean_error
-from minigrpo.loss import aggregate
+from minigrpo.loss import loss_mask
 from minigrpo.reward import soft_overlong_punishment
 
 # ---------------------------------------------------------------------------
@@ -66,99 +66,117 @@ def check_soft_overlong(soft_overlong) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Exercise 2: the weight of each token under each aggregation
+# Exercise 2: DAPO's overlong filtering
 # ---------------------------------------------------------------------------
 
-# (lengths, max_len, {loss_type: expected weight of each completion's tokens}), by hand from the formulas:
-# grpo 1/N sum_n (1/|o_n|) sum_t, DeepSeekMath eq. 3; dapo sum_n sum_t / sum_n |o_n|, DAPO eq. 12;
-# dr_grpo sum_n sum_t / (N L), Dr. GRPO §3.1 as TRL implements it (L = max_completion_length).
-WEIGHT_CASES = [
-    ([2, 4], 8, {"grpo": [1 / 4, 1 / 8], "dapo": [1 / 6, 1 / 6], "dr_grpo": [1 / 16, 1 / 16]}),
-    ([16, 152], 160, {"grpo": [1 / 32, 1 / 304], "dapo": [1 / 168, 1 / 168], "dr_grpo": [1 / 320, 1 / 320]}),
-    ([5], 5, {"grpo": [1 / 5], "dapo": [1 / 5], "dr_grpo": [1 / 5]}),   # one full-length completion: all agree
-    ([1, 1, 3, 5], 10, {"grpo": [1 / 4, 1 / 4, 1 / 12, 1 / 20], "dapo": [0.1] * 4, "dr_grpo": [1 / 40] * 4}),
-]
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
-
-
-def engine_weights(lengths: list[int], loss_type: str, max_len: int) -> list[float]:
-    """The gradient of minigrpo.loss.aggregate at each completion's first token, on a (N, max_len) batch."""
-    mask = torch.zeros(len(lengths), max_len, dtype=torch.float64)              # (N, T)
-    for n, length in enumerate(lengths):
-        mask[n, :length] = 1
-    x = torch.zeros(len(lengths), max_len, dtype=torch.float64, requires_grad=True)   # (N, T)
-    aggregate(x, mask, loss_type, max_completion_length=max_len).backward()
-    return x.grad[:, 0].tolist()                                                # (N,) every real token alike
-
-
-def check_token_weights(token_weights) -> None:
-    """Exercise 2: token_weights(lengths (list of N ints), loss_type, max_len) -> (N,) weights."""
-    name = "token_weights"
-    if _not_done(name, token_weights([2, 4], "grpo", 8)):
-        return
-    rng = random.Random(11)
-    randoms = []
-    for _ in range(10):
-        max_len = rng.randint(1, 160)
-        lengths = [rng.randint(1, max_len) for _ in range(rng.randint(1, 8))]
-        randoms.append((lengths, max_len, {t: engine_weights(lengths, t, max_len) for t in LOSS_TYPES}))
-    for i, (lengths, max_len, expected) in enumerate(WEIGHT_CASES + randoms):
-        where = "by hand" if i < len(WEIGHT_CASES) else "the gradient of loss.aggregate"
-        for loss_type in LOSS_TYPES:
-            got = _as_float64(token_weights(list(lengths), loss_type, max_len)).reshape(-1)
-            assert got.shape == (len(lengths),), (
-                f"{name}({lengths}, {loss_type!r}, {max_len}) returned shape {tuple(got.shape)}, "
-                f"expected (N,) = ({len(lengths)},)")
-            for length, g, e in zip(lengths, got.tolist(), expected[loss_type]):
-                assert math.isclose(g, e, rel_tol=1e-9), (
-                    f"{name}: {loss_type!r}, lengths {lengths}, max_len {max_len}: each token of the {length}-token "
-                    f"completion got weight {g:.6g}, expected {e:.6g} ({where}; one token's weight, not the "
-                    f"whole completion's)")
-    print(f"{name}: correct (hand cases and 10 random batches against aggregate's gradient; under grpo each token "
-          f"of a 152-token answer weighs 16/152 = 0.11 of one of a 16-token answer, under dapo and dr_grpo the same)")
-
-
-# ---------------------------------------------------------------------------
-# Exercise 3: how far the group baseline lies from a state's value
-# ---------------------------------------------------------------------------
-
-# (p, v, G, expected), by hand: m = K / G with K ~ Binomial(G, p); the error is E|m - v|.
-BASELINE_CASES = [
-    (0.3, 0.5, 1, 0.5),            # G = 1: p |1 - v| + (1 - p) |v| = 0.3 * 0.5 + 0.7 * 0.5
-    (0.3, 0.2, 1, 0.38),           # 0.3 * 0.8 + 0.7 * 0.2
-    (0.0, 0.25, 8, 0.25),          # p = 0: every reward is 0, m = 0
-    (1.0, 0.9, 8, 0.1),            # p = 1: m = 1
-    (0.7, 1.0, 8, 0.3),            # v = 1: m <= 1, so E|m - 1| = 1 - E m = 1 - p
-    (0.7, 0.0, 5, 0.7),            # v = 0: E m = p
-    (0.5, 0.5, 2, 0.25),           # m = 0, 1/2, 1 with prob. 1/4, 1/2, 1/4: (0.5 + 0 + 0.5) / 4
-    (0.5, 0.25, 2, 0.375),         # (0.25 + 2 * 0.25 + 0.75) / 4
-    (0.5, 0.5, 8, 35 / 256),       # 2 (1 * 4 + 8 * 3 + 28 * 2 + 56 * 1) / 8 / 256
+EOS, PAD = 2, 0
+# (rows of completion ids, PAD after each answer's end, expected loss mask), by hand: a row whose real tokens hold
+# no EOS was cut off at the limit, and DAPO §3.3 gives it no loss at all; the others keep their mask as it is.
+FILTER_CASES = [
+    ([[5, 6, EOS, PAD], [5, 6, 7, 8]], [[1, 1, 1, 0], [0, 0, 0, 0]]),          # the second ran to the limit
+    ([[EOS, PAD, PAD], [7, EOS, PAD], [7, 7, EOS]], [[1, 0, 0], [1, 1, 0], [1, 1, 1]]),   # EOS last: not cut off
+    ([[9, 9, 9], [9, 9, 9]], [[0, 0, 0], [0, 0, 0]]),                          # every answer cut off: no loss
 ]
 
 
-def de_moivre(p: float, G: int) -> float:
-    """E|K/G - p| for K ~ Binomial(G, p) in closed form (De Moivre): 2 m C(G, m) p^m (1-p)^(G-m+1) / G,
-    m = floor(G p) + 1; an independent check of the binomial sum at v = p (the prompt, t = 0)."""
-    m = math.floor(G * p) + 1
-    return 0.0 if m > G else 2 * m * math.comb(G, m) * p**m * (1 - p) ** (G - m + 1) / G
+def _filter_batch(rows):
+    ids = torch.tensor(rows)                                                    # (N, T)
+    ends = [(r.index(EOS) + 1) if EOS in r else len(r) for r in rows]
+    mask = torch.tensor([[1] * n + [0] * (len(r) - n) for r, n in zip(rows, ends)])   # (N, T) the sampler's mask
+    return ids, mask
 
 
-def check_group_baseline_error(group_baseline_error) -> None:
-    """Exercise 3: group_baseline_error(p, v, G) -> E|mean of G rewards, each 1 with probability p - v|."""
-    name = "group_baseline_error"
-    if _not_done(name, group_baseline_error(0.5, 0.5, 8)):
+def _random_filter_batch(rng: random.Random):
+    """A batch as the sampler returns it: each row some tokens, then EOS and padding, or no EOS at all."""
+    N, T = rng.randint(1, 8), rng.randint(1, 12)
+    rows = []
+    for _ in range(N):
+        n = rng.randint(1, T)
+        body = [rng.randint(3, 20) for _ in range(n)]
+        if rng.random() < 0.5 or n < T:
+            body[-1] = EOS                                                      # ended with EOS at position n
+        rows.append(body + [PAD] * (T - n))
+    return rows
+
+
+def check_overlong_filter(overlong_filter) -> None:
+    """Exercise 2: overlong_filter(completion_ids (N, T), completion_mask (N, T), eos_id) -> (N, T) loss mask."""
+    name = "overlong_filter"
+    ids, mask = _filter_batch(FILTER_CASES[0][0])
+    if _not_done(name, overlong_filter(ids.clone(), mask.clone(), EOS)):
         return
     rng = random.Random(11)
-    at_prompt = [(p, p, G, de_moivre(p, G)) for p, G in ((rng.random(), rng.randint(1, 64)) for _ in range(10))]
-    anywhere = [(p, v, G, group_mean_error(p, v, G))
-                for p, v, G in ((rng.random(), rng.random(), rng.randint(1, 32)) for _ in range(20))]
-    for i, (p, v, G, expected) in enumerate(BASELINE_CASES + at_prompt + anywhere):
-        where = ("by hand" if i < len(BASELINE_CASES) else "De Moivre's closed form" if i < len(BASELINE_CASES) + 10
-                 else "values.group_mean_error")
-        got = float(group_baseline_error(p, v, G))
-        assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), (
-            f"{name}(p={p:.4g}, v={v:.4g}, G={G}) = {got:.6g}, expected {expected:.6g} ({where}; the mean of "
-            f"G rewards is k/G with binomial probability C(G, k) p^k (1-p)^(G-k))")
-    print(f"{name}: correct (hand cases, 10 against De Moivre's formula, 20 against the engine; at the prompt, "
-          f"p = v = 0.5, a group of 8 misses V(s_0) by {35 / 256:.3f} on average, and a state whose answer is "
-          f"settled (v = 0 or 1) by p or 1 - p)")
+    cases = [(rows, expected, "by hand") for rows, expected in FILTER_CASES]
+    for _ in range(30):
+        rows = _random_filter_batch(rng)
+        ids, mask = _filter_batch(rows)
+        truncated = ~(ids == EOS).any(-1)                                       # (N,) as the sampler marks it
+        cases.append((rows, loss_mask(mask, truncated, True).tolist(), "against loss.loss_mask"))
+    for rows, expected, where in cases:
+        ids, mask = _filter_batch(rows)
+        got = overlong_filter(ids.clone(), mask.clone(), EOS)
+        got = _as_float64(got)
+        assert tuple(got.shape) == tuple(ids.shape), (
+            f"{name} returned shape {tuple(got.shape)} for completions of shape {tuple(ids.shape)}; expected the mask's")
+        assert got.tolist() == [[float(x) for x in row] for row in expected], (
+            f"{name}: completions {rows} (EOS = {EOS}, PAD = {PAD}) gave {got.tolist()}, expected {expected} ({where}: "
+            f"a row with no EOS among its real tokens loses its whole mask, every other row keeps its own)")
+    print(f"{name}: correct ({len(FILTER_CASES)} batches by hand, 30 random ones against the engine's loss mask)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 3: when the critic's warm-up stops
+# ---------------------------------------------------------------------------
+
+# (check errors from step 0 on, check_every, patience, min_gain, expected step), by hand: a check counts as better
+# when it is below the best so far by more than min_gain (relative); `patience` checks in a row that are not stop
+# the warm-up at the step of the last one; None if the list ends first.
+STOP_CASES = [
+    ([1.0, 0.5, 0.4, 0.398, 0.399, 0.397, 0.30], 10, 3, 0.01, 50),   # 0.398, 0.399, 0.397: none 1% below 0.4
+    ([1.0, 0.5, 0.4, 0.398, 0.3, 0.31, 0.32, 0.33], 10, 3, 0.01, 70),  # 0.3 is better and starts the count again
+    ([1.0, 0.9, 0.8, 0.7], 5, 2, 0.01, None),                          # always better: never stops
+    ([0.5, 0.5, 0.5, 0.5], 2, 3, 0.01, 6),                             # never better than the first check
+    ([0.5, 0.496, 0.4955, 0.4], 10, 2, 0.01, 20),                      # 0.496 is only 0.8% below 0.5: not better
+]
+
+
+def _reference_stop(checks, check_every, patience, min_gain):
+    """values.warm_up_critic's rule, written out again for the random cases."""
+    best, since = checks[0], 0
+    for i, err in enumerate(checks[1:], start=1):
+        if err < best * (1 - min_gain):
+            best, since = err, 0
+        else:
+            since += 1
+            if since >= patience:
+                return i * check_every
+    return None
+
+
+def check_warmup_stop(warmup_stop, histories=()) -> None:
+    """Exercise 3: warmup_stop(check_mse (list, step 0 first), check_every, patience, min_gain) -> step or None.
+    `histories`: committed warm-ups ({"step", "check_mse"} rows), each of which stopped at its last row."""
+    name = "warmup_stop"
+    # None is a valid answer (the warm-up had not stopped yet), so the stub is the function that says None to
+    # every hand case, several of which stop
+    if all(warmup_stop(list(c), e, p, g) is None for c, e, p, g, _ in STOP_CASES):
+        _not_done(name, None)
+        return
+    rng = random.Random(11)
+    cases = [(c, e, p, g, want, "by hand") for c, e, p, g, want in STOP_CASES]
+    for _ in range(30):
+        checks = [rng.choice([1.0, 0.99, 0.9, 0.5]) * rng.random() for _ in range(rng.randint(1, 12))]
+        e, p = rng.choice([1, 5, 10]), rng.randint(1, 4)
+        cases.append((checks, e, p, 0.01, _reference_stop(checks, e, p, 0.01), "the warm-up's rule"))
+    for h in histories:
+        steps = [row["step"] for row in h]
+        cases.append(([row["check_mse"] for row in h], steps[1] - steps[0], 3, 0.01, steps[-1],
+                      "a committed warm-up of results/cpu_long_values"))
+    for checks, every, patience, gain, want, where in cases:
+        got = warmup_stop(list(checks), every, patience, gain)
+        assert got == want, (
+            f"{name}(check_mse={[round(c, 4) for c in checks]}, check_every={every}, patience={patience}, "
+            f"min_gain={gain}) = {got}, expected {want} ({where}: better means below the best by more than min_gain, "
+            f"relative; stop at the step of the patience-th check in a row that is not better)")
+    print(f"{name}: correct ({len(STOP_CASES)} by hand, 30 random, {len(histories)} committed warm-ups stopped where "
+          f"the rule says)")
