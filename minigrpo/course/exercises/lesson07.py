@@ -9,11 +9,16 @@ hand, and:
     1. style_shares(records, completions)   share of each section-6 style among the correct answers
     2. complete_advantage(k, G)             the advantage of a complete answer in an all-correct group
     3. first_wrong_step(record, completion) where a complete-style solution first goes wrong
+    4. process_advantages(steps, lengths)   per-token advantages from step rewards (DeepSeekMath §4.1.3)
 """
 from __future__ import annotations
 
 import math
+import random
 
+import torch
+
+from minigrpo.course.exercises import as_float64 as _f64
 from minigrpo.course.exercises import not_done as _not_done
 
 # The note's equation 2x+3=7 and its closing example 3x-5=10, as records.
@@ -123,3 +128,102 @@ def check_first_wrong_step(first_wrong_step) -> None:
                                  f"expected {expected!r} (the first step that differs from the "
                                  f"canonical complete solution)")
     print(f"{name}: correct ({len(STEP_CASES)} cases)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 4: process supervision, per-token advantages from step rewards
+# ---------------------------------------------------------------------------
+
+# (steps, lengths, expected (G, T)), by hand. steps[i] = (ends, rewards): step j of completion i ends at token
+# ends[j] (0-based) and scores rewards[j]; T = max(lengths). Step rewards of the whole group normalised together
+# with the sample std, then A[i, t] = sum of the normalised rewards of the steps of i with end >= t; 0 on padding.
+PROCESS_CASES = [
+    # The hint's case. R = {1, 0, 1, 1}: mean 0.75, sample std 0.5, so 1 -> +0.5 and 0 -> -1.5.
+    # Completion 0's second step (tokens 2-3) is wrong: -1.5 there; its first step's tokens get +0.5 - 1.5 = -1.0.
+    ([([1, 3], [1.0, 0.0]), ([0, 2], [1.0, 1.0])], [4, 3],
+     [[-1.0, -1.0, -1.5, -1.5], [1.0, 0.5, 0.5, 0.0]]),
+    # Outcome supervision: one step per completion, ending at its last token. Rewards 6, 8, 9 (section 6):
+    # mean 23/3, sample std sqrt(7/3); every token of a completion gets its group-normalised reward.
+    ([([2], [6.0]), ([0], [8.0]), ([1], [9.0])], [3, 1, 2],
+     [[-5 / 3 / math.sqrt(7 / 3)] * 3, [1 / 3 / math.sqrt(7 / 3), 0.0, 0.0], [4 / 3 / math.sqrt(7 / 3)] * 2 + [0.0]]),
+    # Three steps in one completion, one in the other: R = {0, 1, 2, 1}, mean 1, sample std sqrt(2/3).
+    ([([0, 1, 3], [0.0, 1.0, 2.0]), ([1], [1.0])], [4, 2],
+     [[k / math.sqrt(2 / 3) for k in (0.0, 1.0, 1.0, 1.0)], [0.0, 0.0, 0.0, 0.0]]),
+    # Every step reward of the group equal: no signal, all 0 (as the engine's group advantage).
+    ([([0, 2], [1.0, 1.0]), ([1], [1.0])], [3, 2], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+]
+
+
+def _process_reference(steps, lengths) -> torch.Tensor:
+    """The definition, term by term: an explicit double loop over tokens and steps (float64)."""
+    flat = [r for _, rewards in steps for r in rewards]
+    mean = sum(flat) / len(flat)
+    var = sum((r - mean) ** 2 for r in flat) / (len(flat) - 1) if len(flat) > 1 else 0.0
+    std = math.sqrt(var)
+    out = torch.zeros(len(steps), max(lengths), dtype=torch.float64)       # (G, T)
+    for i, (ends, rewards) in enumerate(steps):
+        for t in range(lengths[i]):
+            out[i, t] = sum((r - mean) / std for e, r in zip(ends, rewards) if e >= t) if std > 0 else 0.0
+    return out
+
+
+def _random_group(rng: random.Random):
+    """A group of 2-6 completions of 1-12 tokens, each cut into 1-4 steps; the last step ends at the last token."""
+    steps, lengths = [], []
+    for _ in range(rng.randint(2, 6)):
+        L = rng.randint(1, 12)
+        ends = sorted(rng.sample(range(L - 1), rng.randint(0, min(3, L - 1)))) + [L - 1]
+        rewards = ([float(rng.randint(0, 1)) for _ in ends] if rng.random() < 0.5
+                   else [round(rng.uniform(-1.0, 1.0), 3) for _ in ends])
+        steps.append((ends, rewards))
+        lengths.append(L)
+    return steps, lengths
+
+
+def check_process_advantages(process_advantages) -> None:
+    """Exercise 4: process_advantages(steps, lengths) -> (G, T) per-token advantages, T = max(lengths)."""
+    name = "process_advantages"
+    if _not_done(name, process_advantages(*PROCESS_CASES[0][:2])):
+        return
+
+    def call(steps, lengths) -> torch.Tensor:
+        got = _f64(process_advantages([(list(e), list(r)) for e, r in steps], list(lengths)))
+        assert got.shape == (len(steps), max(lengths)), (
+            f"{name}(steps={steps}, lengths={lengths}) has shape {tuple(got.shape)}, expected "
+            f"{(len(steps), max(lengths))} (G completions by T = max(lengths) tokens)")
+        return got
+
+    for steps, lengths, expected in PROCESS_CASES:
+        got = call(steps, lengths)
+        assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), atol=1e-5), (
+            f"{name}(steps={steps}, lengths={lengths}) returned {[[round(float(a), 4) for a in row] for row in got]}, "
+            f"expected {[[round(a, 4) for a in row] for row in expected]} (normalise all the group's step rewards "
+            f"together with the sample std; a token gets the normalised rewards of the steps ending at or after it; "
+            f"0 on padding and when every step reward is equal)")
+
+    # One step per completion is outcome supervision: the engine's group advantage on every token.
+    from minigrpo.advantage import group_advantages
+    rng = random.Random(7)
+    for G in (2, 5, 8):
+        rewards = [float(rng.choice((0, 6, 8, 9))) for _ in range(G)]
+        lengths = [rng.randint(1, 9) for _ in range(G)]
+        got = call([([L - 1], [r]) for L, r in zip(lengths, rewards)], lengths)
+        outcome = group_advantages(torch.tensor(rewards, dtype=torch.float64), G)               # (G,)
+        expected = outcome[:, None] * (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None])
+        assert torch.allclose(got, expected, atol=1e-5), (
+            f"{name} with one step per completion (outcome supervision, rewards {rewards}, lengths {lengths}) is "
+            f"not minigrpo.advantage.group_advantages on every real token: {got.tolist()}")
+
+    # Random groups: first the property A[i, 0] = sum of completion i's normalised step rewards, then every token
+    # against the explicit double loop.
+    rng = random.Random(31)
+    for _ in range(40):
+        steps, lengths = _random_group(rng)
+        got, expected = call(steps, lengths), _process_reference(steps, lengths)
+        assert torch.allclose(got[:, 0], expected[:, 0], atol=1e-5), (
+            f"{name}(steps={steps}, lengths={lengths}): the first tokens' advantages {got[:, 0].tolist()} are not "
+            f"the sums of each completion's normalised step rewards {expected[:, 0].tolist()}")
+        assert torch.allclose(got, expected, atol=1e-5), (
+            f"{name}(steps={steps}, lengths={lengths}) returned {got.tolist()}, expected {expected.tolist()}")
+    print(f"{name}: correct ({len(PROCESS_CASES)} hand cases, outcome supervision = group_advantages, "
+          f"40 random groups; a wrong step costs the tokens before it too, less than its own)")

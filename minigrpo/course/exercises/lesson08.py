@@ -9,10 +9,13 @@ hand, and:
     1. group_baseline_error(p, v, G)      E|m - v| for m the mean of G rewards, each 1 with probability p
     2. gae_advantages(values, R, lam)     GAE for one completion, reward R at its last token, gamma = 1
     3. backward_share(rows)               the share of sampled completions a GRPO run back-propagates
+    4. clipped_value_loss(values, old_values, returns, mask, clip)   PPO2's clipped value loss, token mean
 """
 from __future__ import annotations
 
 import math
+
+import torch
 
 from minigrpo.course.exercises import as_float64 as _f64
 from minigrpo.course.exercises import not_done as _not_done
@@ -99,3 +102,87 @@ def check_backward_share(backward_share, rows: list[dict]) -> None:
     assert math.isclose(got, expected, rel_tol=1e-9), f"{name} of the committed run = {got:.6g}, expected {expected:.6g}"
     print(f"{name}: correct (the committed GRPO run back-propagated {100 * expected:.0f}% of its completions; "
           f"REINFORCE's batch-mean advantages are never exactly 0, so it back-propagates all of them)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 4: PPO2's clipped value loss
+# ---------------------------------------------------------------------------
+
+# (V, V_old, R, expected loss, expected d loss / d V), one token each, clip = 0.2, by hand:
+# V_clip = clip(V, V_old - 0.2, V_old + 0.2); loss = 0.5 max((V - R)^2, (V_clip - R)^2).
+VALUE_LOSS_CASES = [
+    (0.6, 0.5, 1.0, 0.08, -0.4),       # inside the clip range: both terms 0.4^2; gradient V - R
+    (0.9, 0.5, 1.0, 0.045, 0.0),       # above, moved past the clip towards R: the max picks the clipped 0.3^2; no gradient
+    (0.9, 0.5, 0.0, 0.405, 0.9),       # above, moved away from R: the max keeps 0.9^2 (clipped 0.7^2); gradient V - R
+    (0.1, 0.5, 0.0, 0.045, 0.0),       # below, towards R: the clipped 0.3^2; no gradient
+    (0.1, 0.5, 1.0, 0.405, -0.9),      # below, away from R: 0.9^2 (clipped 0.7^2)
+]
+# Two completions of 3 and 1 tokens (clip 0.2); the padding holds values that must not count.
+# Per token: 0.5 * max: [0.5 * 0.4^2, 0.5 * 0.3^2 (clipped: 0.9 -> 0.7 vs R = 1), 0.5 * 0.9^2] and [0.5 * 0.1^2].
+# Token mean over the 4 real tokens: (0.08 + 0.045 + 0.405 + 0.005) / 4 = 0.13375.
+MASKED_CASE = ([[0.6, 0.9, 0.9], [0.4, 5.0, -3.0]],      # values (padding 5.0, -3.0)
+               [[0.5, 0.5, 0.5], [0.5, 0.0, 0.0]],       # old values
+               [[1.0, 1.0, 0.0], [0.5, 0.0, 0.0]],       # returns
+               [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]],       # mask
+               0.13375)
+
+
+def _value(x) -> float:
+    """A loss as a float, without a warning for a tensor that requires grad."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def check_clipped_value_loss(clipped_value_loss) -> None:
+    """Exercise 4: clipped_value_loss(values, old_values, returns, mask, clip) -> a scalar tensor, against
+    minigrpo.ppo.value_loss (the loss PPO's critic trains on) in value and gradient."""
+    from minigrpo.ppo import value_loss
+
+    name = "clipped_value_loss"
+
+    def call(values, old_values, returns, mask, clip):
+        v = _f64(values).clone().requires_grad_(True)
+        loss = clipped_value_loss(v, _f64(old_values), _f64(returns), _f64(mask), clip)
+        return v, loss
+
+    v, loss = call([[0.6]], [[0.5]], [[1.0]], [[1.0]], 0.2)
+    if _not_done(name, loss):
+        return
+    for V, V_old, R, expected, grad in VALUE_LOSS_CASES:
+        v, loss = call([[V]], [[V_old]], [[R]], [[1.0]], 0.2)
+        assert isinstance(loss, torch.Tensor) and loss.numel() == 1, (
+            f"{name} returned {loss!r}; expected a one-element tensor (the critic back-propagates it)")
+        assert math.isclose(_value(loss), expected, abs_tol=1e-9), (
+            f"{name}(V={V}, V_old={V_old}, R={R}, clip=0.2) returned {_value(loss):.6g}, expected {expected} "
+            f"(0.5 * max((V - R)^2, (clip(V, V_old - 0.2, V_old + 0.2) - R)^2))")
+        assert loss.requires_grad, f"{name}(V={V}, ...) is not differentiable in the values (no .item(), no numpy)"
+        loss.backward()
+        assert math.isclose(float(v.grad), grad, abs_tol=1e-9), (
+            f"{name}(V={V}, V_old={V_old}, R={R}, clip=0.2): d loss / d V = {float(v.grad):.6g}, expected {grad} "
+            f"(the gradient is V - R, or 0 where the max picks the clipped term)")
+    *args, expected = MASKED_CASE
+    v, loss = call(*args, 0.2)
+    assert math.isclose(_value(loss), expected, abs_tol=1e-9), (
+        f"{name} on two completions of 3 and 1 tokens returned {_value(loss):.6g}, expected {expected} (the mean over "
+        f"the 4 real tokens of the whole batch, not per completion; padding counts neither in the sum nor in "
+        f"the count)")
+
+    g = torch.Generator().manual_seed(8)
+    for N, T, clip in ((4, 7, 0.2), (6, 5, 0.1), (3, 11, 0.5)):
+        old = torch.rand(N, T, generator=g, dtype=torch.float64)                       # (N, T)
+        values = old + 0.6 * (torch.rand(N, T, generator=g, dtype=torch.float64) - 0.5)  # (N, T) in and out of the clip
+        returns = torch.randint(0, 2, (N, T), generator=g).to(torch.float64)          # (N, T)
+        lengths = torch.randint(1, T + 1, (N,), generator=g)                           # (N,)
+        mask = (torch.arange(T)[None, :] < lengths[:, None]).to(torch.float64)         # (N, T)
+        v, loss = call(values, old, returns, mask, clip)
+        loss.backward()
+        ref_v = values.clone().requires_grad_(True)
+        ref = value_loss(ref_v, old, returns, mask, clip)
+        ref.backward()
+        assert math.isclose(_value(loss), _value(ref), rel_tol=1e-6, abs_tol=1e-9), (
+            f"{name} on a random batch ({N} x {T}, clip {clip}) returned {_value(loss):.7g}, "
+            f"minigrpo.ppo.value_loss gives {_value(ref):.7g}")
+        assert torch.allclose(v.grad, ref_v.grad, atol=1e-9), (
+            f"{name} on a random batch ({N} x {T}, clip {clip}): its gradient in the values differs from "
+            f"minigrpo.ppo.value_loss's by up to {float((v.grad - ref_v.grad).abs().max()):.3g}")
+    print(f"{name}: correct ({len(VALUE_LOSS_CASES) + 1} hand cases, 3 random batches against minigrpo.ppo.value_loss "
+          f"in value and gradient; where V moved past the clip towards R, the critic gets no gradient)")
