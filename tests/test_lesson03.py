@@ -2,9 +2,11 @@
 
 The inline functions are exec'd from the notebook's cells (found by their
 `# inline: NAME` marker) and compared with minigrpo on random inputs and on
-numbers derived by hand; the solutions are exec'd from the solutions notebook.
+numbers derived by hand; the solutions are exec'd from the solutions notebook,
+the wrong answers are written here.
 """
 import json
+import math
 import os
 
 import pytest
@@ -14,7 +16,7 @@ from minigrpo.course import viz
 from minigrpo.course.exercises import lesson03
 from minigrpo.loss import clipped_surrogate
 
-from nbcells import cell_containing, code_cells, exec_cells as load, outputs_text, source
+from nbcells import cell_containing, code_cells, exec_cells as load, function_defined, outputs_text, source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LESSON = os.path.join(ROOT, "notebooks", "03_clipping.ipynb")
@@ -81,59 +83,104 @@ def test_lesson_has_summary_and_exercises():
         md = [source(c) for c in json.load(f)["cells"] if c["cell_type"] == "markdown"]
     assert "**Assumes.**" in md[0] and "You will be able to" in md[0]
     assert any(m.startswith("## Summary") for m in md) and any("## Exercises" in m for m in md)
-    for name in ("max_new_prob", "surrogate_grad", "clip_fraction"):
+    for number, name in enumerate(CHECKERS, start=1):
+        statement = [m for m in md if f"**Exercise {number}.** `{name}(" in m]
+        assert len(statement) == 1 and "*Hint:*" in statement[0], f"exercise {number} ({name}): statement and hint"
         stub = cell_containing(LESSON, f"def {name}(")
         assert "# YOUR CODE HERE" in stub and "return None" in stub
         assert f"lesson03.check_{name}({name})" in cell_containing(LESSON, f"check_{name}(")
+        assert f"lesson03.check_{name}({name})" in cell_containing(SOLUTIONS, f"check_{name}(")
 
 
 # ------------------------------------------------------------- the checkers
 
-CHECKERS = {"max_new_prob": lesson03.check_max_new_prob, "surrogate_grad": lesson03.check_surrogate_grad,
-            "clip_fraction": lesson03.check_clip_fraction}
+CHECKERS = {"logit_grad": lesson03.check_logit_grad, "steps_to_clip": lesson03.check_steps_to_clip,
+            "dual_clip_surrogate": lesson03.check_dual_clip_surrogate}
 
 
-@pytest.mark.parametrize("name", sorted(CHECKERS))
+@pytest.mark.parametrize("name", list(CHECKERS))
 def test_checker_says_not_done_for_the_stub(name, capsys):
-    stub = load(LESSON, f"def {name}(")[name]
-    CHECKERS[name](stub)
+    CHECKERS[name](function_defined(LESSON, name, {"torch": torch, "math": math}))
     assert capsys.readouterr().out == f"{name}: not done yet (the function returns None)\n"
 
 
-@pytest.mark.parametrize("name", sorted(CHECKERS))
+@pytest.mark.parametrize("name", list(CHECKERS))
 def test_checker_accepts_the_solution(name, capsys):
-    solution = load(SOLUTIONS, f"def {name}(")[name]
     assert "# YOUR CODE HERE" not in cell_containing(SOLUTIONS, f"def {name}(")
-    CHECKERS[name](solution)
-    assert capsys.readouterr().out.startswith(f"{name}: correct")
+    CHECKERS[name](function_defined(SOLUTIONS, name, {"torch": torch}))
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}: correct") and "not done" not in out
 
 
-def _clipped(ratio, adv, eps_low, eps_high):
-    a = adv[:, None]
-    return ((a > 0) & (ratio > 1 + eps_high)) | ((a < 0) & (ratio < 1 - eps_low))
+def test_hand_cases_agree_with_the_engine_and_a_simulation():
+    """The checkers' hand-worked numbers, recomputed by the engine (autograd) or by running the steps."""
+    *args, expected = lesson03._hand_logit_case()
+    assert torch.allclose(lesson03.logit_grad_reference(*args), expected, rtol=0.0, atol=1e-12)
+    for r, a, c, value, slope in lesson03.DUAL_CLIP_CASES:
+        ratio = torch.tensor([[r]], dtype=torch.float64, requires_grad=True)
+        out = clipped_surrogate(ratio, torch.tensor([[a]], dtype=torch.float64), 0.2, 0.28, delta=c)
+        out.sum().backward()
+        assert out.item() == pytest.approx(value, abs=1e-12) and ratio.grad.item() == pytest.approx(slope, abs=1e-12)
+    for p_old, eps_high, eta, k in lesson03.STEPS_CASES:
+        assert lesson03._simulated_steps(p_old, eps_high, eta, limit=2000) == k
+
+
+def _logit_grad(logits, actions, old_logp, adv, eps_low, eps_high, *, ratio_factor=True, minus_pi=True,
+                clip="one side"):
+    """The gradient on the logits with one piece changed at a time."""
+    probs = torch.softmax(logits, -1)  # (N, T, V)
+    onehot = torch.nn.functional.one_hot(actions, logits.shape[-1]).to(logits.dtype)  # (N, T, V)
+    ratio = (probs * onehot).sum(-1) / old_logp.exp()  # (N, T)
+    a = adv[:, None].expand_as(ratio)  # (N, T)
+    if clip == "one side":
+        clipped = ((a > 0) & (ratio > 1 + eps_high)) | ((a < 0) & (ratio < 1 - eps_low))
+    elif clip == "both sides":
+        clipped = (ratio > 1 + eps_high) | (ratio < 1 - eps_low)
+    else:
+        clipped = torch.zeros_like(ratio, dtype=torch.bool)
+    d_logp = torch.where(clipped, 0.0, (ratio if ratio_factor else 1.0) * a)  # (N, T)
+    return d_logp[..., None] * ((onehot - probs) if minus_pi else onehot)
+
+
+def _steps(p, eps, eta, *, saturate=True, never=True, rounding="up"):
+    if never and p * (1 + eps) >= 1:
+        return math.inf
+    x = math.log((1 + eps) * (1 - p) / (1 - p * (1 + eps))) if saturate else math.log(1 + eps)
+    return {"up": math.floor(x / eta) + 1, "down": math.floor(x / eta), "none": x / eta}[rounding]
+
+
+def _dual(r, a, lo, hi, c, *, where=lambda a: a < 0, pick=torch.maximum, floor=None):
+    clipped = torch.minimum(r * a, torch.clamp(r, 1 - lo, 1 + hi) * a)
+    return torch.where(where(a), pick(clipped, c * a if floor is None else floor(c, a)), clipped)
 
 
 WRONG = {
-    "max_new_prob": [
-        lambda p, eps_high: p * (1 + eps_high),  # forgets that a probability is at most 1
-        lambda p, eps_high: p * (1 - eps_high),  # the lower bound: a fall, not a rise
-        lambda p, eps_high: min(1.0, p + eps_high),  # additive instead of relative
-    ],
-    "surrogate_grad": [
-        lambda r, a, lo, hi: a[:, None].expand_as(r).clone(),  # never clipped
-        lambda r, a, lo, hi: torch.where((r > 1 + hi) | (r < 1 - lo), 0.0, a[:, None].expand_as(r)),  # both sides
-        lambda r, a, lo, hi: torch.where(_clipped(r, -a, lo, hi), 0.0, a[:, None].expand_as(r)),  # sides swapped
-        lambda r, a, lo, hi: torch.where(_clipped(r, a, lo, hi), 0.0, r * a[:, None]),  # d/dlog p, not d/dr
-    ],
-    "clip_fraction": [
-        lambda r, a, lo, hi: ((r > 1 + hi) | (r < 1 - lo)).double().mean().item(),  # ignores the sign of A
-        lambda r, a, lo, hi: ((a[:, None] > 0) & (r > 1 + hi)).double().mean().item(),  # only the upper side
-        lambda r, a, lo, hi: _clipped(r, a, lo, hi).double().sum().item(),  # a count, not a fraction
-    ],
+    "logit_grad": {
+        "no-ratio": lambda *x: _logit_grad(*x, ratio_factor=False),    # lesson 1's A (onehot - pi), masked
+        "sampled-logit-only": lambda *x: _logit_grad(*x, minus_pi=False),  # r A onehot: forgets the softmax
+        "loss-sign": lambda *x: -_logit_grad(*x),                      # the loss's gradient, not the objective's
+        "never-clipped": lambda *x: _logit_grad(*x, clip="none"),      # r A (onehot - pi) everywhere
+        "both-sides": lambda *x: _logit_grad(*x, clip="both sides"),   # ignores the sign of A
+    },
+    "steps_to_clip": {
+        "constant-ratio": lambda p, e, eta: _steps(p, e, eta, saturate=False),  # r_k = e^(k eta): no softmax
+        "one-short": lambda p, e, eta: _steps(p, e, eta, rounding="down"),     # the last step before the clip
+        "not-rounded": lambda p, e, eta: _steps(p, e, eta, rounding="none"),   # k eta = x, a float
+        "no-never": lambda p, e, eta: _steps(p, e, eta, never=False),          # log of a negative number
+        "never-is-zero": lambda p, e, eta: 0 if p * (1 + e) >= 1 else _steps(p, e, eta),  # 0 pushes, not endless
+    },
+    "dual_clip_surrogate": {
+        "no-floor": lambda r, a, lo, hi, c: clipped_surrogate(r, a, lo, hi),                # plain PPO
+        "floor-everywhere": lambda r, a, lo, hi, c: _dual(r, a, lo, hi, c, where=lambda a: a == a),  # A >= 0 too
+        "floor-for-A>0": lambda r, a, lo, hi, c: _dual(r, a, lo, hi, c, where=lambda a: a > 0),  # sign swapped
+        "min": lambda r, a, lo, hi, c: _dual(r, a, lo, hi, c, pick=torch.minimum),            # min, not max
+        "floor-at-minus-c": lambda r, a, lo, hi, c: _dual(r, a, lo, hi, c, floor=lambda c, a: -c + 0 * a),  # not c A
+        "detached": lambda r, a, lo, hi, c: _dual(r.detach(), a, lo, hi, c),                  # no gradient
+    },
 }
 
 
-@pytest.mark.parametrize("name, index", [(n, i) for n, fs in sorted(WRONG.items()) for i in range(len(fs))])
-def test_checker_rejects_wrong_answers(name, index):
+@pytest.mark.parametrize("name, wrong", [(n, w) for n, ws in WRONG.items() for w in ws])
+def test_checker_rejects_wrong_answers(name, wrong):
     with pytest.raises(AssertionError, match=name):
-        CHECKERS[name](WRONG[name][index])
+        CHECKERS[name](WRONG[name][wrong])

@@ -1,6 +1,6 @@
-"""Lesson 09 (the GRPO family's tricks, measured): its exercise checkers accept the solutions and reject wrong
-answers, and the committed experiment it reads (results/cpu_family/) is complete and agrees with each run's own
-metrics and with what the settings imply.
+"""Lesson 09 (the GRPO family's tricks, measured): its exercise checkers (1-3; exercise 4's are in
+test_lesson09_dynamic.py) accept the solutions and reject wrong answers, and the committed experiment it reads
+(results/cpu_family/) is complete and agrees with each run's own metrics and with what the settings imply.
 
 The solutions are exec'd from the solutions notebook; the expected numbers are derived here independently (from
 the formulas, and from the metrics.jsonl files).
@@ -48,18 +48,15 @@ def test_checkers_accept_the_solutions(capsys):
     lesson09.check_sequence_ratio(solution_fn("sequence_ratio"))
     lesson09.check_cispo_loss(solution_fn("cispo_loss"))
     lesson09.check_group_weight(solution_fn("group_weight"))
-    lesson09.check_samples_per_informative_group(solution_fn("samples_per_informative_group"),
-                                                 rows_of("dynamic_sampling", 0))
     out = capsys.readouterr().out
-    assert out.count(": correct") == 4 and "not done" not in out
+    assert out.count(": correct") == 3 and "not done" not in out   # exercise 4: test_lesson09_dynamic.py
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
     lesson09.check_sequence_ratio(lambda logp, old, mask: None)
     lesson09.check_cispo_loss(lambda logp, old, adv, mask, cap: None)
     lesson09.check_group_weight(lambda k, G, scale: None)
-    lesson09.check_samples_per_informative_group(lambda rows: None, rows_of("dynamic_sampling", 0))
-    assert capsys.readouterr().out.count("not done yet") == 4
+    assert capsys.readouterr().out.count("not done yet") == 3
 
 
 @pytest.mark.parametrize("wrong", [
@@ -95,13 +92,6 @@ def test_cispo_checker_rejects_wrong(wrong):
 def test_group_weight_checker_rejects_wrong(wrong):
     with pytest.raises(AssertionError, match="group_weight"):
         lesson09.check_group_weight(wrong)
-
-
-def test_samples_checker_rejects_a_mean_of_ratios():
-    rows = rows_of("dynamic_sampling", 0)
-    with pytest.raises(AssertionError, match="samples_per_informative_group"):
-        lesson09.check_samples_per_informative_group(
-            lambda rs: statistics.mean(r["samples"] / max(r["kept_groups"], 1) for r in rs) * 1.01, rows)
 
 
 # ------------------------------------------------------------------ the committed experiment
