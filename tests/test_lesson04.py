@@ -113,7 +113,7 @@ def test_lesson_has_summary_and_exercises():
         md = [source(c) for c in json.load(f)["cells"] if c["cell_type"] == "markdown"]
     assert "**Assumes.**" in md[0] and "You will be able to" in md[0]
     assert any(m.startswith("## Summary") for m in md) and any("## Exercises" in m for m in md)
-    for name in ("exact_kl", "token_weights", "full_grpo_loss"):
+    for name in ("kl_push", "sequence_kl", "offpolicy_k3"):
         stub = cell_containing(LESSON, f"def {name}(")
         assert "# YOUR CODE HERE" in stub and "return None" in stub
         assert f"lesson04.check_{name}({name})" in cell_containing(LESSON, f"check_{name}(")
@@ -121,8 +121,8 @@ def test_lesson_has_summary_and_exercises():
 
 # ------------------------------------------------------------- the checkers
 
-CHECKERS = {"exact_kl": lesson04.check_exact_kl, "token_weights": lesson04.check_token_weights,
-            "full_grpo_loss": lesson04.check_full_grpo_loss}
+CHECKERS = {"kl_push": lesson04.check_kl_push, "sequence_kl": lesson04.check_sequence_kl,
+            "offpolicy_k3": lesson04.check_offpolicy_k3}
 
 
 @pytest.mark.parametrize("name", sorted(CHECKERS))
@@ -140,45 +140,62 @@ def test_checker_accepts_the_solution(name, capsys):
     assert capsys.readouterr().out.startswith(f"{name}: correct")
 
 
-def _loss(logp, old, ref, adv, mask, eps_low, eps_high, beta, kl_to=None, use_mask=True, per_sequence=True):
-    """A "grpo" loss with one thing that can be switched to a mistake."""
-    ratio = torch.exp(logp - old)
-    a = adv[:, None]
-    surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * a)
-    log_rho = (ref if kl_to is None else kl_to) - logp
-    per_token = -surrogate + beta * (torch.exp(log_rho) - 1 - log_rho)
-    m = mask if use_mask else torch.ones_like(mask)
-    if per_sequence:
-        return ((per_token * m).sum(1) / m.sum(1)).mean()
-    return (per_token * m).sum() / m.sum()
+def _push(logp, ref, mask, beta, estimator, loss_type, dk=None, weight=None, use_mask=True):
+    """kl_push with one thing that can be switched to a mistake; by hand from the formulas, no autograd."""
+    log_rho = ref - logp
+    right = {"k1": torch.ones_like(log_rho), "k2": -log_rho, "k3": 1 - torch.exp(log_rho)}[estimator]
+    n, t_max = mask.shape
+    lengths = mask.sum(1, keepdim=True)
+    w = {"grpo": 1 / (n * lengths), "bnpo": 1 / lengths.sum(), "dr_grpo": 1 / (n * t_max), "seq_sum": 1 / n}
+    d = right if dk is None else dk(log_rho, estimator)
+    out = beta * (w[loss_type] if weight is None else weight(lengths, n, t_max)) * d
+    return out * mask if use_mask else out
 
 
-def _weights(lengths, loss_type, max_len):
-    lengths = torch.tensor(lengths, dtype=torch.float64)
-    n = len(lengths)
-    per_batch = torch.full_like(lengths, 1 / lengths.sum().item())
-    weights = {"grpo": 1 / (n * lengths), "bnpo": per_batch, "dapo": per_batch,
-               "dr_grpo": torch.full_like(lengths, 1 / (n * max_len)), "seq_sum": torch.full_like(lengths, 1 / n)}
-    return weights[loss_type]
+def _k3_value(log_rho, estimator):
+    return torch.exp(log_rho) - 1 - log_rho
+
+
+def _seq(p1, p2, q1, q2, how):
+    log_p, log_q = p1.log()[:, None] + p2.log(), q1.log()[:, None] + q2.log()
+    P, Q = log_p.exp(), log_q.exp()
+    if how == "reverse":
+        return (Q * (log_q - log_p)).sum().item()
+    if how == "uniform_rows":  # chain rule with the second token's KL averaged uniformly over prefixes
+        first = (p1 * (p1.log() - q1.log())).sum()
+        rows = (p2 * (p2.log() - q2.log())).sum(1)
+        return (first + rows.mean()).item()
+    if how == "marginals":  # KL of each position's marginal, added: ignores the dependence on the prefix
+        m_p, m_q = P.sum(0), Q.sum(0)
+        return ((p1 * (p1.log() - q1.log())).sum() + (m_p * (m_p.log() - m_q.log())).sum()).item()
+    if how == "per_token":  # the per-token mean the engine logs: half the sequence KL
+        return 0.5 * (P * (log_p - log_q)).sum().item()
+    raise ValueError(how)
 
 
 WRONG = {
-    "exact_kl": [
-        lambda p, q: (q * (q.log() - p.log())).sum().item(),  # KL(q || p): the wrong direction
-        lambda p, q: (p.log() - q.log()).mean().item(),  # unweighted mean
-        lambda p, q: (p * (p.log() - q.log())).sum().item() + 0.01,  # slightly off
+    "kl_push": [
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, dk=lambda r, e: torch.exp(r) - 1),  # sign
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, dk=_k3_value),  # k3's value, not slope
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, dk=lambda r, e: 1 - torch.exp(r)),  # always k3
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, weight=lambda L, n, T: 1 / n),  # seq_sum weight
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, weight=lambda L, n, T: 1 / (n * L)),  # grpo
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, beta, est, lt, use_mask=False),  # padding pushed
+        lambda lp, ref, m, beta, est, lt: _push(lp, ref, m, 1.0, est, lt),  # beta forgotten
     ],
-    "token_weights": [
-        lambda lengths, loss_type, max_len: _weights(lengths, "grpo", max_len),  # grpo's weights for every type
-        lambda lengths, loss_type, max_len: _weights(lengths, loss_type, max(lengths)),  # dr_grpo: L is max_len
-        lambda lengths, loss_type, max_len: _weights(lengths, loss_type, max_len) * len(lengths),  # no 1/N
+    "sequence_kl": [
+        lambda p1, p2, q1, q2: _seq(p1, p2, q1, q2, "reverse"),
+        lambda p1, p2, q1, q2: _seq(p1, p2, q1, q2, "uniform_rows"),
+        lambda p1, p2, q1, q2: _seq(p1, p2, q1, q2, "marginals"),
+        lambda p1, p2, q1, q2: _seq(p1, p2, q1, q2, "per_token"),
+        lambda p1, p2, q1, q2: (p1 * (p1.log() - q1.log())).sum().item(),  # first token only
     ],
-    "full_grpo_loss": [
-        lambda lp, old, ref, adv, mask, lo, hi, beta: _loss(lp, old, ref, adv, mask, lo, hi, beta, kl_to=old),
-        lambda lp, old, ref, adv, mask, lo, hi, beta: _loss(lp, old, ref, adv, mask, lo, hi, beta, use_mask=False),
-        lambda lp, old, ref, adv, mask, lo, hi, beta: _loss(lp, old, ref, adv, mask, lo, hi, beta,
-                                                            per_sequence=False),  # token mean, not "grpo"
-        lambda lp, old, ref, adv, mask, lo, hi, beta: _loss(lp, old, ref, adv, mask, lo, hi, -beta),  # + beta KL
+    "offpolicy_k3": [
+        lambda lp, old, ref: kl_estimate(lp, ref, "k3"),  # plain k3: biased under pi_old
+        lambda lp, old, ref: torch.exp(lp - old) * kl_estimate(lp, ref, "k1"),  # weighted k1: can be negative
+        lambda lp, old, ref: torch.exp(old - lp) * kl_estimate(lp, ref, "k3"),  # the weight upside down
+        lambda lp, old, ref: kl_estimate(old, ref, "k3"),  # KL of pi_old, not pi_theta
+        lambda lp, old, ref: torch.exp(lp - old) * kl_estimate(lp, ref, "k2"),  # weighted k2: biased
     ],
 }
 
@@ -189,8 +206,14 @@ def test_checker_rejects_wrong_answers(name, index):
         CHECKERS[name](WRONG[name][index])
 
 
-def test_checkers_name_the_two_classic_mistakes():
+def test_checkers_name_the_classic_mistakes():
+    with pytest.raises(AssertionError, match="sign is flipped"):
+        lesson04.check_kl_push(WRONG["kl_push"][0])
+    with pytest.raises(AssertionError, match="padding tokens must get 0"):
+        lesson04.check_kl_push(WRONG["kl_push"][5])
     with pytest.raises(AssertionError, match=r"KL\(q \|\| p\)"):
-        lesson04.check_exact_kl(WRONG["exact_kl"][0])
-    with pytest.raises(AssertionError, match="reference policy"):
-        lesson04.check_full_grpo_loss(WRONG["full_grpo_loss"][0])
+        lesson04.check_sequence_kl(WRONG["sequence_kl"][0])
+    with pytest.raises(AssertionError, match="plain k3"):
+        lesson04.check_offpolicy_k3(WRONG["offpolicy_k3"][0])
+    with pytest.raises(AssertionError, match="negative"):
+        lesson04.check_offpolicy_k3(WRONG["offpolicy_k3"][1])

@@ -17,37 +17,107 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOLUTIONS = os.path.join(ROOT, "notebooks", "solutions", "10_exact_gradients_solutions.ipynb")
 
 
-def solution_fn(name):
-    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math})
+def solution_fn(name, **extra):
+    return function_defined(SOLUTIONS, name, {"torch": torch, "math": math, **extra})
+
+
+def grpo_gradient_solution():
+    return solution_fn("expected_grpo_gradient", expected_grpo_advantage=solution_fn("expected_grpo_advantage"))
 
 
 def test_checkers_accept_the_solutions(capsys):
-    lesson10.check_expected_reward(solution_fn("expected_reward"))
-    lesson10.check_optimal_baseline(solution_fn("optimal_baseline"))
-    lesson10.check_k3_coefficient(solution_fn("k3_coefficient"))
+    lesson10.check_softmax_policy_gradient(solution_fn("softmax_policy_gradient"))
+    lesson10.check_expected_grpo_advantage(solution_fn("expected_grpo_advantage"))
+    lesson10.check_expected_grpo_gradient(grpo_gradient_solution())
     lesson10.check_relative_rmse(solution_fn("relative_rmse"))
     out = capsys.readouterr().out
     assert out.count(": correct") == 4 and "not done" not in out
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
-    lesson10.check_expected_reward(lambda probs, reward: None)
-    lesson10.check_optimal_baseline(lambda probs, reward, score_sq: None)
-    lesson10.check_k3_coefficient(lambda logp, ref_logp: None)
+    lesson10.check_softmax_policy_gradient(lambda logits, reward: None)
+    lesson10.check_expected_grpo_advantage(lambda q, G: None)
+    lesson10.check_expected_grpo_gradient(lambda logits, reward, G: None)
     lesson10.check_relative_rmse(lambda draws, truth: None)
     assert capsys.readouterr().out.count("not done yet") == 4
 
 
+def _pi_and_pass_rate(z, r):
+    pi = torch.softmax(z, -1)
+    return pi, (pi * r).sum(-1, keepdim=True)
+
+
+def _grad_without_mean(z, r):                                          # J summed over prompts, not averaged
+    pi, J_p = _pi_and_pass_rate(z, r)
+    return pi * (r - J_p)
+
+
+def _grad_batch_baseline(z, r):                                        # one J for all prompts as the baseline
+    pi, J_p = _pi_and_pass_rate(z, r)
+    return pi * (r - J_p.mean()) / z.shape[0]
+
+
+def _grad_no_baseline(z, r):                                           # pi R: the -pi sum of grad log pi dropped
+    pi, _ = _pi_and_pass_rate(z, r)
+    return pi * r / z.shape[0]
+
+
+def _grad_without_pi(z, r):                                            # (R - J_p) / P: the score's weight pi left out
+    _, J_p = _pi_and_pass_rate(z, r)
+    return (r - J_p) / z.shape[0]
+
+
+def _adv_sum(q, G, std="sample", mates=None):
+    """E[A | right] with a deliberate slip: population std, or G (not G-1) Bernoulli group-mates."""
+    mates = G - 1 if mates is None else mates
+    total = 0.0
+    for k in range(mates + 1):
+        j = min(k + 1, G)
+        if j == G:
+            continue
+        var = j * (G - j) / G / (G - 1 if std == "sample" else G)
+        total += math.comb(mates, k) * q ** k * (1 - q) ** (mates - k) * (1 - j / G) / math.sqrt(var)
+    return total
+
+
+def _grpo_grad(adv_right, adv_wrong):
+    def fn(z, r, G):
+        pi, J_p = _pi_and_pass_rate(z, r)
+        right = torch.tensor([adv_right(q, G) for q in J_p[:, 0].tolist()], dtype=pi.dtype)[:, None]
+        wrong = torch.tensor([adv_wrong(q, G) for q in J_p[:, 0].tolist()], dtype=pi.dtype)[:, None]
+        return pi * torch.where(r == 1, right, wrong) / z.shape[0]
+    return fn
+
+
 @pytest.mark.parametrize("checker, wrong", [
-    (lesson10.check_expected_reward, lambda probs, reward: (probs * reward).sum()),            # summed over prompts
-    (lesson10.check_expected_reward, lambda probs, reward: (probs * reward).mean()),           # mean over completions
-    (lesson10.check_optimal_baseline, lambda p, r, s: (p * r).sum(-1)),                       # the pass rate
-    (lesson10.check_optimal_baseline, lambda p, r, s: (r * s).sum(-1) / s.sum(-1)),            # pi left out
-    (lesson10.check_k3_coefficient, lambda lp, ref: torch.exp(ref - lp) - 1),                  # the sign flipped
-    (lesson10.check_k3_coefficient, lambda lp, ref: lp - ref),                                 # k2's coefficient
+    (lesson10.check_softmax_policy_gradient, _grad_without_mean),
+    (lesson10.check_softmax_policy_gradient, _grad_batch_baseline),
+    (lesson10.check_softmax_policy_gradient, _grad_no_baseline),
+    (lesson10.check_softmax_policy_gradient, _grad_without_pi),
+    (lesson10.check_expected_grpo_advantage, lambda q, G: (G - 1) / G * (1 - q)),      # no std: the group mean's
+    (lesson10.check_expected_grpo_advantage, lambda q, G: _adv_sum(q, G, std="population")),
+    (lesson10.check_expected_grpo_advantage, lambda q, G: _adv_sum(q, G, mates=G)),     # G mates, not G - 1
+    (lesson10.check_expected_grpo_advantage,                                             # the mean of r, not of A
+     lambda q, G: (1 - (1 + (G - 1) * q) / G) / math.sqrt(max(q * (1 - q), 1e-12))),
+    (lesson10.check_expected_grpo_gradient,                                              # exercise 1's grad J
+     lambda z, r, G: _grad_without_mean(z, r) / z.shape[0]),
+    (lesson10.check_expected_grpo_gradient, _grpo_grad(_adv_sum, lambda q, G: 0.0)),     # wrong answers left out
+    (lesson10.check_expected_grpo_gradient,                                              # wrong: minus at q, not 1 - q
+     _grpo_grad(_adv_sum, lambda q, G: -_adv_sum(q, G))),
+    (lesson10.check_expected_grpo_gradient,                                              # population std
+     _grpo_grad(lambda q, G: _adv_sum(q, G, std="population"),
+                lambda q, G: -_adv_sum(1 - q, G, std="population"))),
     (lesson10.check_relative_rmse, lambda d, t: (d.mean(0) - t).norm() / t.norm()),            # error of the mean
     (lesson10.check_relative_rmse, lambda d, t: (d - t).norm(dim=1).mean() / t.norm()),        # mean of the norms
 ])
 def test_checkers_reject_wrong_answers(checker, wrong):
     with pytest.raises(AssertionError):
         checker(wrong)
+
+
+def test_the_right_advantage_by_hand():
+    """G = 3, q = 1/2: one right mate (prob 1/2): mean 2/3, sample std 1/sqrt(3); none (prob 1/4): mean 1/3,
+    the same std; two (prob 1/4): A = 0."""
+    want = 0.5 * (1 / 3) * math.sqrt(3) + 0.25 * (2 / 3) * math.sqrt(3)
+    assert math.isclose(solution_fn("expected_grpo_advantage")(0.5, 3), want, rel_tol=1e-12)
+    assert math.isclose(lesson10._right_advantage_by_enumeration(0.5, 3), want, rel_tol=1e-12)
