@@ -29,6 +29,13 @@ def zero_variance_expected(pass_rates: list[float], group_size: int) -> float:
     return sum(p ** group_size + (1 - p) ** group_size for p in pass_rates) / len(pass_rates)
 
 
+def duration(seconds: float) -> str:
+    """A time as people say it: "40 s", "3.5 min", "2.1 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 # ---------------------------------------------------------------- the settings alone
 
 
@@ -96,12 +103,13 @@ def sample_findings(cfg, lengths: list[int], truncated: list[bool], correct: lis
     groups = [list(range(i, i + G)) for i in range(0, len(rewards), G)]
     pass_rates = [sum(correct[j] for j in g) / G for g in groups]
     p = sum(pass_rates) / len(pass_rates)
-    expected = zero_variance_expected(pass_rates, G)
+    one_rate = zero_variance_expected([p], G)     # as if every prompt had the mean pass rate
     equal = zero_variance_fraction(torch.tensor(rewards), G)
     informative = prompts * (1 - equal)
-    measured = (f"pass rate {100 * p:.0f}%, so p^G + (1-p)^G puts {100 * expected:.0f}% of groups at one reward "
-                f"(G={G}); {100 * equal:.0f}% of the sampled groups had equal rewards: about "
-                f"{informative:.0f} informative groups of {prompts} per step")
+    measured = (f"pass rate {100 * p:.0f}%; if every prompt had it, p^G + (1-p)^G would put {100 * one_rate:.0f}% of "
+                f"groups at one reward (G={G}), and {100 * equal:.0f}% of the sampled groups had equal rewards (more "
+                f"when the prompts' pass rates differ): about {informative:.0f} informative groups of {prompts} per "
+                f"step")
     if equal == 1.0:
         hint = "too hard: SFT first (--sft_steps)" if p == 0 else "too easy, or a reward that cannot tell the " \
             "completions apart" if p == 1 or len(set(rewards)) == 1 else "a reward that gives a group one value"
@@ -265,9 +273,9 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     longer = ""   # long answers: a step's time grows with its completions, which GRPO may lengthen (lesson 11)
     if cfg.max_new_tokens > 1.5 * mean_len:
         longer = (f" at today's {mean_len:.0f} tokens per completion (up to about "
-                  f"{seconds * cfg.steps * cfg.max_new_tokens / mean_len / 60:.0f} min if they grew to the limit)")
+                  f"{duration(seconds * cfg.steps * cfg.max_new_tokens / mean_len)} if they grew to the limit)")
     findings.append(Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
-                            f"completions on {device}; {cfg.steps} steps take about {seconds * cfg.steps / 60:.0f} min"
+                            f"completions on {device}; {cfg.steps} steps take about {duration(seconds * cfg.steps)}"
                             f"{longer}; "
                             f"about {(state + activations) / MB:,.0f} MB by estimate; {measured}",
                             f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s"))

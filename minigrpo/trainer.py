@@ -116,12 +116,14 @@ class StopAfterStep:
 
 
 def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[dict], *, resume: str | None = None,
-               start: str | None = None, progress: bool = True, checkpoint_dir: str | None = None) -> list[dict]:
+               start: str | None = None, progress: bool = True, checkpoint_dir: str | None = None,
+               critic=None) -> list[dict]:
     """Run cfg.steps steps of cfg.algo on `policy` in place; returns the metric rows.
 
     Writes run_config.json and metrics.jsonl to cfg.out_dir, and a checkpoint (checkpoint_dir, default
     out_dir/checkpoint) every cfg.save_every steps and at the end; `resume` continues from one. `start`
     names the checkpoint the policy starts from (pi_ref is then not written again with every save).
+    `critic` (algo='ppo' only) is a ppo.Critic to train on, e.g. one warmed up first (lesson 8); default a new one.
     A non-finite loss or an unwritable checkpoint stops the run naming the checkpoint that is kept.
     """
     device = next(policy.parameters()).device
@@ -138,7 +140,10 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
         trainee = torch.compile(trainee, dynamic=True)
     opt = make_optimizer(trainee.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
-    critic = Critic(policy, cfg) if cfg.algo == "ppo" else None
+    if critic is not None and cfg.algo != "ppo":
+        raise ValueError(f"a critic was given to train_grpo, but algo={cfg.algo!r} has none: only algo='ppo' uses one")
+    if cfg.algo == "ppo" and critic is None:
+        critic = Critic(policy, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * r.rank)   # each rank its own samples
     state = restore(resume, opt, generator, critic) if resume else {}
     if r.active and "generators" in state.get("extra", {}):

@@ -7,6 +7,7 @@ independently (from the formulas and from the metrics.jsonl files).
 import json
 import math
 import os
+import statistics
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def grpo_rows():
 
 def test_checkers_accept_the_solutions(capsys):
     lesson08.check_group_baseline_error(solution_fn("group_baseline_error"))
-    lesson08.check_gae_advantages(solution_fn("gae_advantages"))
+    lesson08.check_explained_variance(solution_fn("explained_variance"))
     lesson08.check_backward_share(solution_fn("backward_share"), grpo_rows())
     out = capsys.readouterr().out
     assert out.count(": correct") == 3 and "not done" not in out
@@ -40,7 +41,7 @@ def test_checkers_accept_the_solutions(capsys):
 
 def test_checkers_say_not_done_for_stubs(capsys):
     lesson08.check_group_baseline_error(lambda p, v, G: None)
-    lesson08.check_gae_advantages(lambda values, R, lam: None)
+    lesson08.check_explained_variance(lambda values, targets, mask: None)
     lesson08.check_backward_share(lambda rows: None, grpo_rows())
     assert capsys.readouterr().out.count("not done yet") == 3
 
@@ -70,31 +71,32 @@ def test_backward_share_checker_rejects_wrong(wrong):
         lesson08.check_backward_share(wrong, grpo_rows())
 
 
-def _gae(values, R, lam, gamma=1.0, last_value=0.0):
-    L, adv, running = len(values), torch.zeros(len(values), dtype=torch.float64), 0.0
-    for t in reversed(range(L)):
-        nxt = values[t + 1] if t + 1 < L else last_value
-        running = (R if t == L - 1 else 0.0) + gamma * nxt - values[t] + gamma * lam * running
-        adv[t] = running
-    return adv
+def _masked(x, mask):
+    return x[mask.bool()]
+
+
+def _ev_sklearn_r2(values, targets, mask):     # R^2 = 1 - MSE / Var: counts a constant offset as error
+    y, v = _masked(targets, mask), _masked(values, mask)
+    return float(1 - ((y - v) ** 2).mean() / y.var(unbiased=False))
 
 
 @pytest.mark.parametrize("wrong", [
-    lambda v, R, lam: R - v,                                                  # ignores lambda
-    lambda v, R, lam: _gae(v, R, 1.0 - lam),                                  # lambda the wrong way round
-    lambda v, R, lam: _gae(v, R, lam, last_value=float(v[-1])),               # bootstraps past the last token
+    _ev_sklearn_r2,
+    lambda v, y, m: float(1 - (y - v).var() / y.var()),                       # padding counted
+    lambda v, y, m: float(_masked(v, m).var() / _masked(y, m).var()),         # the values' share of variance
+    lambda v, y, m: float(1 - _masked(y - v, m).var() / _masked(y, m).var()) if _masked(y, m).var() > 0 else 0.0,
 ])
-def test_gae_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="gae_advantages"):
-        lesson08.check_gae_advantages(wrong)
+def test_explained_variance_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="explained_variance"):
+        lesson08.check_explained_variance(wrong)
 
 
-def test_the_hand_cases_agree_with_the_engine():
-    from minigrpo.ppo import gae
-    for values, R, lam, expected in lesson08.GAE_CASES:
-        v = torch.tensor([values], dtype=torch.float64)
-        adv, _ = gae(torch.tensor([R], dtype=torch.float64), v, torch.ones_like(v), gamma=1.0, lam=lam)
-        torch.testing.assert_close(adv[0], torch.tensor(expected, dtype=torch.float64))
+def test_the_explained_variance_cases_by_numpy():
+    import numpy as np
+    for values, targets, mask, expected in lesson08.EV_CASES:
+        keep = np.array(mask, dtype=bool)
+        v, y = np.array(values)[keep], np.array(targets)[keep]
+        assert 1 - np.var(y - v) / np.var(y) == pytest.approx(expected, abs=1e-12)
 
 
 # ------------------------------------------------------------------ the committed comparison
@@ -147,3 +149,69 @@ def test_ppo_runs_measured_the_critic_on_every_state(summary):
         for tr in r["values"]:
             assert len(tr["values"]) == len(tr["critic"]) == len(tr["completion_ids"]) >= 1
             assert all(0.0 <= v <= 1.0 for v in tr["values"])
+
+
+# ------------------------------------------------------------------ section 5.1: the critic warmed up first
+
+CRITIC = os.path.join(ROOT, "results", "cpu_critic")
+
+
+def _critic_summary(name):
+    with open(os.path.join(CRITIC, name, "summary.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_the_critic_runs_differ_only_in_the_warm_up():
+    cold, warm = _critic_summary("cold"), _critic_summary("warm")
+    for s, warmup in ((cold, 0), (warm, 300)):
+        assert sorted((r["algo"], r["seed"]) for r in s["runs"]) == [("ppo", 0), ("ppo", 1), ("ppo", 2)]
+        assert all(r["settings"]["critic_warmup"] == warmup for r in s["runs"])
+        assert ("warmup" in s["runs"][0]) == bool(warmup)
+    same = lambda s: {k: v for k, v in s["runs"][0]["settings"].items() if k != "critic_warmup"}
+    assert same(cold) == same(warm) and cold["machine"] == warm["machine"]
+
+
+def test_each_warm_up_stopped_by_its_rule():
+    """values.warm_up_critic stops when the best check error has not fallen by 1% in 3 checks (or at 300 steps)."""
+    for r in _critic_summary("warm")["runs"]:
+        checks = [h["check_mse"] for h in r["warmup"]["history"]]
+        best, since, stop = checks[0], 0, None
+        for i, e in enumerate(checks[1:], start=1):
+            if e < best * 0.99:
+                best, since = e, 0
+            else:
+                since += 1
+                if since == 3:
+                    stop = i
+                    break
+        assert stop == len(checks) - 1 or r["warmup"]["history"][-1]["step"] == 300, checks
+        assert min(checks[1:]) < 0.5 * checks[0]        # the warm-up did learn something
+
+
+def test_a_warmed_up_critic_starts_closer_to_the_rewards():
+    """The first PPO step's |V(s_0) - R|: the warm-up's effect where it must show, before the policy moves."""
+    first = {name: statistics.mean(r["value_mae_by_step"][0] for r in _critic_summary(name)["runs"])
+             for name in ("cold", "warm")}
+    assert first["warm"] < first["cold"] - 0.1, first
+
+
+def test_critic_warmup_runs_end_to_end(tmp_path):
+    from minigrpo.course.compare import run_one
+    r = run_one("ppo", 0, str(tmp_path / "ppo"), steps=2, prompts_per_step=8, eval_every=1, eval_size=20,
+                value_prompts=2, rollouts=4, critic_warmup=20)
+    history = r["warmup"]["history"]
+    assert history[0]["step"] == 0 and history[0]["train_mse"] is None and history[-1]["step"] <= 20
+    assert r["settings"]["critic_warmup"] == 20 and len(r["values"]) == 2
+
+
+def test_a_critic_is_refused_where_the_algorithm_has_none(tmp_path):
+    from minigrpo.config import make_config
+    from minigrpo.model import build_model
+    from minigrpo.ppo import Critic
+    from minigrpo.tokenizer import build_tokenizer
+    from minigrpo.trainer import train_grpo
+    cfg = make_config("tiny", out_dir=str(tmp_path))
+    tok = build_tokenizer()
+    policy = build_model(cfg, tok)
+    with pytest.raises(ValueError, match="only algo='ppo'"):
+        train_grpo(policy, tok, cfg, [], [], critic=Critic(policy, make_config("tiny", algo="ppo")), progress=False)

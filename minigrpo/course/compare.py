@@ -14,9 +14,13 @@ seed) runs in a process of its own, so that its peak memory is its own. Reported
                    test prompts, the true value V(s_t) of every prefix (Monte Carlo, `rollouts`
                    continuations), the critic's V(s_t), and the prompt-level baseline V(s_0) that a
                    group mean estimates: the note's claim about intermediate tokens, measured
+    warmup         PPO with critic_warmup > 0 only: the critic was first trained on the SFT policy's own
+                   rollouts until its error on the rollouts of test prompts it never trains on stopped
+                   falling (values.warm_up_critic, at most critic_warmup steps); its checks and seconds
 
     python -m minigrpo compare                                   # the committed comparison
     python -m minigrpo compare --steps 20 --seeds 0 --out runs/compare_smoke
+    python -m minigrpo compare --methods ppo --critic_warmup 300 --out results/cpu_critic/warm
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 
 from ..files import atomic_write
 
@@ -33,14 +38,14 @@ METHODS = ("grpo", "ppo", "reinforce", "rloo")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START = os.path.join(ROOT, "results", "cpu_arithmetic", "sft")
 DEFAULTS = dict(steps=200, prompts_per_step=64, group_size=8, eval_every=25, eval_size=500,
-                value_prompts=64, rollouts=32)
+                value_prompts=64, rollouts=32, critic_warmup=0)
 
 
 def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = DEFAULTS["steps"],
             prompts_per_step: int = DEFAULTS["prompts_per_step"], group_size: int = DEFAULTS["group_size"],
             eval_every: int = DEFAULTS["eval_every"], eval_size: int = DEFAULTS["eval_size"],
             value_prompts: int = DEFAULTS["value_prompts"], rollouts: int = DEFAULTS["rollouts"],
-            progress: bool = False) -> dict:
+            critic_warmup: int = DEFAULTS["critic_warmup"], progress: bool = False) -> dict:
     """Train one method from `init` in this process; returns its measurements (see the module docstring).
 
     out_dir keeps the run's metrics.jsonl; its final checkpoint is deleted (12 runs would be ~100 MB).
@@ -62,8 +67,17 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     model = prepare_model(model, device)
     test = split(cfg, "test", tok)
     start_acc = evaluate(model, tok, test[:eval_size], max_new_tokens=cfg.max_new_tokens)["accuracy"]
-    rows = train_grpo(model, tok, cfg, split(cfg, "train", tok), test, progress=progress, start=init)
-    critic = None
+    train = split(cfg, "train", tok)
+    critic, warmup = None, None
+    if algo == "ppo" and critic_warmup:   # the critic first learns the SFT policy's values (values.warm_up_critic)
+        from ..ppo import Critic
+        from .values import warm_up_critic
+        critic = Critic(model, cfg)
+        began = time.perf_counter()
+        history = warm_up_critic(model, critic, tok, train, test[:prompts_per_step], parse_reward(cfg.reward), cfg,
+                                 max_steps=critic_warmup, progress=progress)
+        warmup = {"history": history, "seconds": time.perf_counter() - began}
+    rows = train_grpo(model, tok, cfg, train, test, progress=progress, start=init, critic=critic)
     if algo == "ppo":  # the trained critic, from the final checkpoint train_grpo wrote
         from ..ppo import Critic
         critic = Critic(model, cfg)
@@ -83,8 +97,11 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
         "zero_var_frac": sum(r["zero_var_frac"] for r in rows) / len(rows),
         "rows": len(rows), "settings": dict(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size,
                                             eval_every=eval_every, eval_size=eval_size, lr=cfg.lr,
-                                            critic_lr=cfg.critic_lr, gae_lambda=cfg.gae_lambda),
+                                            critic_lr=cfg.critic_lr, gae_lambda=cfg.gae_lambda,
+                                            critic_warmup=critic_warmup),
     }
+    if warmup is not None:
+        result["warmup"] = warmup
     if critic is not None:
         from .values import critic_values, monte_carlo_values
         traces = monte_carlo_values(model, tok, test[-value_prompts:], parse_reward(cfg.reward),

@@ -7,7 +7,7 @@ hand, and:
   - prints "<name>: correct" when every case passes.
 
     1. group_baseline_error(p, v, G)      E|m - v| for m the mean of G rewards, each 1 with probability p
-    2. gae_advantages(values, R, lam)     GAE for one completion, reward R at its last token, gamma = 1
+    2. explained_variance(values, targets, mask)   1 - Var[targets - values] / Var[targets] over real entries
     3. backward_share(rows)               the share of sampled completions a GRPO run back-propagates
     4. clipped_value_loss(values, old_values, returns, mask, clip)   PPO2's clipped value loss, token mean
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from minigrpo.course.exercises import as_float64 as _f64
@@ -50,35 +51,49 @@ def check_group_baseline_error(group_baseline_error) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Exercise 2: GAE along one completion
+# Exercise 2: the explained variance of a critic
 # ---------------------------------------------------------------------------
 
-# (values V(s_0..s_{L-1}), R, lam, expected A_0..A_{L-1}), by hand with gamma = 1 and V(s_L) = 0:
-# delta_t = V(s_{t+1}) - V(s_t) (+ R at t = L-1), A_t = delta_t + lam * A_{t+1}.
-GAE_CASES = [
-    ([0.5, 0.6, 0.8], 1.0, 0.5, [0.25, 0.3, 0.2]),
-    ([0.5, 0.6, 0.8], 1.0, 1.0, [0.5, 0.4, 0.2]),          # lam = 1: A_t = R - V(s_t)
-    ([0.5, 0.6, 0.8], 1.0, 0.0, [0.1, 0.2, 0.2]),          # lam = 0: each token's change of value
-    # deltas (0.9-0.7, 0.2-0.9, 0.1-0.2, 0-0.1) = (0.2, -0.7, -0.1, -0.1); A_3 = -0.1, A_2 = -0.1 + 0.9 * -0.1,
-    # A_1 = -0.7 + 0.9 * -0.19, A_0 = 0.2 + 0.9 * -0.871: the value fell at token 1, so token 1 gets the blame
-    ([0.7, 0.9, 0.2, 0.1], 0.0, 0.9, [-0.5839, -0.871, -0.19, -0.1]),
-    ([0.0], 1.0, 0.95, [1.0]),                             # one token: A = R - V
+# (values, targets, mask, expected), by hand: 1 - Var[targets - values] / Var[targets] over the real entries,
+# both variances over the same entries (the divisor cancels in the ratio).
+EV_CASES = [
+    ([[0.2, 0.5, 0.8]], [[0.2, 0.5, 0.8]], [[1, 1, 1]], 1.0),            # perfect
+    ([[0.5, 0.5, 0.5]], [[0.2, 0.5, 0.8]], [[1, 1, 1]], 0.0),            # the targets' mean: explains nothing
+    ([[0.7, 1.0, 1.3]], [[0.2, 0.5, 0.8]], [[1, 1, 1]], 1.0),            # off by a constant: the variance ignores it
+    # residuals (0.2-0.8, 0.5-0.5, 0.8-0.2) = (-0.6, 0, 0.6): Var 0.24, Var[targets] 0.06 -> 1 - 4 = -3
+    ([[0.8, 0.5, 0.2]], [[0.2, 0.5, 0.8]], [[1, 1, 1]], -3.0),
+    # the padded entries (mask 0) hold garbage and do not count: the real ones are case 1's
+    ([[0.2, 0.5, 9.0], [0.8, -7.0, 0.0]], [[0.2, 0.5, 3.0], [0.8, 4.0, 1.0]], [[1, 1, 0], [1, 0, 0]], 1.0),
+    # residuals (0, 0.1, -0.1, 0) around targets (0, 1, 1, 0): Var 0.005, Var[targets] 0.25 -> 1 - 0.02
+    ([[0.0, 0.9, 1.1, 0.0]], [[0.0, 1.0, 1.0, 0.0]], [[1, 1, 1, 1]], 0.98),
 ]
 
 
-def check_gae_advantages(gae_advantages) -> None:
-    """Exercise 2: gae_advantages(values (L,), R, lam) -> (L,) advantages, gamma = 1."""
-    name = "gae_advantages"
-    if _not_done(name, gae_advantages(_f64(GAE_CASES[0][0]), GAE_CASES[0][1], GAE_CASES[0][2])):
+def check_explained_variance(explained_variance) -> None:
+    """Exercise 2: explained_variance(values (N, T), targets (N, T), mask (N, T)) -> a float (nan if Var = 0)."""
+    name = "explained_variance"
+    v, y, m = (_f64(x) for x in EV_CASES[0][:3])
+    if _not_done(name, explained_variance(v, y, m)):
         return
-    for values, R, lam, expected in GAE_CASES:
-        got = _f64(gae_advantages(_f64(values), R, lam)).reshape(-1)
-        assert got.shape == (len(expected),) and all(
-            math.isclose(float(g), e, abs_tol=1e-9) for g, e in zip(got, expected)), (
-            f"{name}(V={values}, R={R}, lam={lam}) returned {[round(float(g), 6) for g in got]}, expected "
-            f"{[round(e, 6) for e in expected]} (delta_t = R*[t = L-1] + V(s_t+1) - V(s_t), V(s_L) = 0; "
-            f"A_t = delta_t + lam * A_t+1)")
-    print(f"{name}: correct ({len(GAE_CASES)} cases; lam = 1 gives R - V(s_t), lam = 0 each token's change of value)")
+    for values, targets, mask, expected in EV_CASES:
+        got = float(explained_variance(_f64(values), _f64(targets), _f64(mask)))
+        assert math.isclose(got, expected, abs_tol=1e-9), (
+            f"{name}(values={values}, targets={targets}, mask={mask}) = {got:.6g}, expected {expected:.6g} "
+            f"(1 - Var[targets - values] / Var[targets] over the entries where mask is 1)")
+    g = torch.Generator().manual_seed(8)                # random batches against numpy, entry by entry
+    for _ in range(3):
+        y = torch.rand(6, 5, generator=g, dtype=torch.float64)
+        v = y + 0.3 * torch.randn(6, 5, generator=g, dtype=torch.float64) + 0.2
+        m = (torch.rand(6, 5, generator=g) < 0.7).to(torch.float64)
+        keep = m.bool().numpy()
+        want = 1 - np.var((y - v).numpy()[keep]) / np.var(y.numpy()[keep])
+        got = float(explained_variance(v, y, m))
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (
+            f"{name} on a random masked batch: {got:.6g}, expected {want:.6g}")
+    flat = float(explained_variance(_f64([[0.1, 0.3]]), _f64([[0.5, 0.5]]), _f64([[1, 1]])))
+    assert math.isnan(flat), (f"{name} with targets that do not vary returned {flat!r}: the ratio is undefined "
+                              f"there; return nan (float('nan')), as Stable-Baselines3 does")
+    print(f"{name}: correct ({len(EV_CASES)} cases by hand, 3 random masked batches, nan where the targets are flat)")
 
 
 # ---------------------------------------------------------------------------
