@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py, as are `rows`
 
 def test_checkers_accept_the_solutions(rows, capsys):
     lesson06.check_mixed_group_share(solution("mixed_group_share"))
-    lesson06.check_make_format_bonus_reward(solution("make_format_bonus_reward"))
+    lesson06.check_pass_at_k(solution("pass_at_k"))
     lesson06.check_first_step_reaching(solution("first_step_reaching"), rows)
     out = capsys.readouterr().out
     assert out.count(": correct") == 3 and "not done" not in out
@@ -47,7 +47,7 @@ def test_checkers_accept_the_solutions(rows, capsys):
 
 def test_checkers_say_not_done_for_stubs(capsys):
     lesson06.check_mixed_group_share(lambda right, G: None)
-    lesson06.check_make_format_bonus_reward(lambda: None)
+    lesson06.check_pass_at_k(lambda n, c, k: None)
     lesson06.check_first_step_reaching(lambda rows, level: None)
     assert capsys.readouterr().out.count("not done yet") == 3
 
@@ -70,14 +70,26 @@ def test_mixed_group_share_rejects_wrong(wrong):
         lesson06.check_mixed_group_share(wrong)
 
 
-@pytest.mark.parametrize("weights", [
-    {"correct": 1.0},                            # no bonus
-    {"correct": 1.0, "format": 1.0},             # bonus too large
-    {"correct": 0.1, "format": 1.0},             # weights swapped
+def test_pass_at_k_cases_by_hand():
+    """The checker's hand cases, counted again draw by draw (or by the product formula for the large one)."""
+    for n, c, k, expected in lesson06.PASS_AT_K_CASES:
+        if n <= 16:
+            draws = list(itertools.combinations(range(n), k))
+            assert math.isclose(sum(any(i < c for i in d) for d in draws) / len(draws), expected, rel_tol=1e-12)
+        else:
+            assert math.isclose(1 - math.prod((n - c - i) / (n - i) for i in range(k)), expected, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda n, c, k: 1 - (1 - c / n) ** k,                           # with replacement: biased
+    lambda n, c, k: c / n,                                          # pass@1 whatever k
+    lambda n, c, k: min(1.0, k * c / n),                            # a union bound
+    lambda n, c, k: 1 - math.factorial(n - c) / math.factorial(n) * math.factorial(n - k)   # drops 1 / (n-c-k)!
+    if n - c >= k else 1.0,
 ])
-def test_format_bonus_rejects_wrong(weights):
-    with pytest.raises(AssertionError):
-        lesson06.check_make_format_bonus_reward(lambda: combine(weights))
+def test_pass_at_k_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="pass_at_k"):
+        lesson06.check_pass_at_k(wrong)
 
 
 @pytest.mark.parametrize("wrong", [

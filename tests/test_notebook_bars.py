@@ -163,7 +163,7 @@ def test_the_lessons_that_train_have_bars_to_check():
     """So that the check below cannot pass by finding no bar at all."""
     with_bars = {os.path.basename(p) for p in NOTEBOOKS if any(True for _ in bars.bar_outputs(bars.read(p)))}
     lessons = {"06_train_arithmetic", "07_equations_rubric", "08_grpo_vs_ppo", "09_the_grpo_family",
-               "10_exact_gradients", "11_long_answers", "solutions/06_train_arithmetic_solutions"}
+               "10_exact_gradients", "11_long_answers"}
     assert {os.path.basename(name) + ".ipynb" for name in lessons} <= with_bars
 
 

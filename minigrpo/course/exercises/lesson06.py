@@ -7,7 +7,7 @@ hand, and:
   - prints "<name>: correct" when every case passes.
 
     1. mixed_group_share(right, G)       measured: the share of groups of G samples whose rewards differ
-    2. make_format_bonus_reward()        exact answer plus 0.1 for a well-formed answer, built with `combine`
+    2. pass_at_k(n, c, k)                the unbiased pass@k from c right of n samples (Chen et al. 2021)
     3. first_step_reaching(rows, level)  the first GRPO step whose held-out accuracy is >= level
     4. my_grpo_step(policy, opt, tok, records, reward_fn, cfg, generator)   one GRPO step (mu = 1) from the
                                          engine's pieces, checked against trainer.grpo_step on the same seed
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 import math
 import random
 
@@ -77,35 +78,52 @@ def check_mixed_group_share(mixed_group_share, right=None) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Exercise 2: a reward with a format bonus
+# Exercise 2: pass@k, the chance that a group holds a right answer (section 5)
 # ---------------------------------------------------------------------------
 
-# (prompt, completion, answer, expected reward of correct + 0.1 * format), by hand.
-FORMAT_BONUS_CASES = [
-    ("12+34=", "46", "46", 1.1),        # right and well formed
-    ("12+34=", "45", "46", 0.1),        # wrong, but one bare integer: the bonus only
-    ("12+34=", "46 47", "46", 0.0),     # two candidates: not an answer at all
-    ("12+34=", "", "46", 0.0),          # nothing
-    ("12+34=", "046", "46", 0.0),       # not a canonical integer
-    ("9-17=", "-8", "-8", 1.1),         # negative answers are integers too
-    ("9-17=", "8", "-8", 0.1),          # the sign wrong
+# (n, c, k, expected), by hand from pass@k = 1 - C(n-c, k) / C(n, k) (Chen et al. 2021, §2.1)
+PASS_AT_K_CASES = [
+    (2, 1, 1, 0.5),                        # one of two right: a single draw is right half the time
+    (4, 1, 2, 0.5),                        # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    (10, 3, 5, 1 - 21 / 252),              # 1 - C(7,5)/C(10,5)
+    (16, 0, 8, 0.0),                       # never right: no group of 8 holds a right answer
+    (16, 16, 8, 1.0),
+    (16, 9, 8, 1.0),                       # only 7 wrong: every 8 of the 16 hold a right one
+    (16, 1, 8, 0.5),                       # the one right answer is among 8 of 16 half the time
+    (200, 2, 100, 1 - 100 * 99 / (200 * 199)),   # C(198,100)/C(200,100) = (100 * 99) / (200 * 199)
+    (16, 4, 1, 0.25),                      # pass@1 is the share right, c / n
 ]
 
 
-def check_make_format_bonus_reward(make_format_bonus_reward) -> None:
-    """Exercise 2: make_format_bonus_reward() -> reward(prompt, completion, **fields) = correct + 0.1 * format."""
-    name = "make_format_bonus_reward"
-    reward = make_format_bonus_reward()
-    if _not_done(name, reward):
+def _by_enumeration(n: int, c: int, k: int) -> float:
+    """The share of the C(n, k) draws of k of the n answers that hold at least one of the c right ones."""
+    answers = [1] * c + [0] * (n - c)
+    draws = list(itertools.combinations(range(n), k))
+    return sum(any(answers[i] for i in d) for d in draws) / len(draws)
+
+
+def check_pass_at_k(pass_at_k) -> None:
+    """Exercise 2: pass_at_k(n, c, k) -> the unbiased estimate of pass@k from c right answers among n samples."""
+    name = "pass_at_k"
+    if _not_done(name, pass_at_k(*PASS_AT_K_CASES[0][:3])):
         return
-    assert callable(reward), f"{name}() returned {reward!r}, expected a reward function"
-    for prompt, completion, answer, expected in FORMAT_BONUS_CASES:
-        got = float(reward(prompt, completion, answer=answer, task="arithmetic"))
-        assert math.isclose(got, expected, abs_tol=1e-9), (
-            f"reward({prompt!r}, {completion!r}, answer={answer!r}) = {got}, expected {expected} "
-            f"(1.0 for the right answer plus 0.1 for exactly one well-formed integer)")
-    print(f"{name}: correct ({len(FORMAT_BONUS_CASES)} cases: right 1.1, wrong but well formed 0.1, "
-          f"malformed 0.0)")
+    for n, c, k, expected in PASS_AT_K_CASES:
+        got = pass_at_k(n, c, k)
+        assert got is not None and math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12), (
+            f"{name}(n={n}, c={c}, k={k}) = {got!r}, expected {expected:.6g} (the chance that k of the n answers, "
+            f"drawn without replacement, hold at least one of the c right ones)")
+    for n in range(1, 9):                  # every small case, against the draws themselves
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                want = _by_enumeration(n, c, k)
+                assert math.isclose(float(pass_at_k(n, c, k)), want, rel_tol=1e-9, abs_tol=1e-12), (
+                    f"{name}(n={n}, c={c}, k={k}) = {pass_at_k(n, c, k)!r}, but {want:.6g} of the draws of {k} "
+                    f"hold a right answer")
+    got = float(pass_at_k(5000, 3, 2500))   # large n: no overflow, no loss to rounding
+    assert math.isclose(got, 1 - (2500 * 2499 * 2498) / (5000 * 4999 * 4998), rel_tol=1e-9), (
+        f"{name}(5000, 3, 2500) = {got!r}: compute the ratio of binomials as a product (or with exact integers), "
+        f"not from factorials in floating point")
+    print(f"{name}: correct ({len(PASS_AT_K_CASES)} cases by hand, every n <= 8 by enumeration, n = 5,000)")
 
 
 # ---------------------------------------------------------------------------
