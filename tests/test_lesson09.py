@@ -1,5 +1,5 @@
-"""Lesson 09 (the GRPO family's tricks, measured): its exercise checkers (1-3; exercise 4's are in
-test_lesson09_dynamic.py) accept the solutions and reject wrong answers, and the committed experiment it reads
+"""Lesson 09 (the GRPO family's tricks, measured): its exercise checkers (1-3: GSPO-token, SAPO, gradient
+weights; exercise 4's are in test_lesson09_dynamic.py) accept the solutions and reject wrong answers, and the committed experiment it reads
 (results/cpu_family/) is complete and agrees with each run's own metrics and with what the settings imply.
 
 The solutions are exec'd from the solutions notebook; the expected numbers are derived here independently (from
@@ -45,53 +45,80 @@ def rows_of(setting, seed):
 
 
 def test_checkers_accept_the_solutions(capsys):
-    lesson09.check_sequence_ratio(solution_fn("sequence_ratio"))
-    lesson09.check_cispo_loss(solution_fn("cispo_loss"))
-    lesson09.check_group_weight(solution_fn("group_weight"))
+    lesson09.check_gspo_token_ratio(solution_fn("gspo_token_ratio"))
+    lesson09.check_sapo_loss(solution_fn("sapo_loss"))
+    lesson09.check_gradient_weight(solution_fn("gradient_weight"))
     out = capsys.readouterr().out
     assert out.count(": correct") == 3 and "not done" not in out   # exercise 4: test_lesson09_dynamic.py
 
 
 def test_checkers_say_not_done_for_stubs(capsys):
-    lesson09.check_sequence_ratio(lambda logp, old, mask: None)
-    lesson09.check_cispo_loss(lambda logp, old, adv, mask, cap: None)
-    lesson09.check_group_weight(lambda k, G, scale: None)
+    lesson09.check_gspo_token_ratio(lambda logp, old, mask: None)
+    lesson09.check_sapo_loss(lambda logp, old, adv, mask, tau_pos, tau_neg: None)
+    lesson09.check_gradient_weight(lambda method, r, positive, **settings: None)
     assert capsys.readouterr().out.count("not done yet") == 3
 
 
-@pytest.mark.parametrize("wrong", [
-    lambda lp, old, m: torch.exp((lp - old).mean(-1)),                        # padding counted
-    lambda lp, old, m: torch.exp(((lp - old) * m).sum(-1)),                   # the product of ratios, no mean
-    lambda lp, old, m: (torch.exp(lp - old) * m).sum(-1) / m.sum(-1),         # arithmetic mean of token ratios
-])
-def test_sequence_ratio_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="sequence_ratio"):
-        lesson09.check_sequence_ratio(wrong)
-
-
-def _cispo_wrong_attached(logp, old, adv, mask, cap):     # the weight keeps its gradient
-    w = torch.clamp(torch.exp(logp - old), max=cap)
-    return -(w * adv[:, None] * logp * mask).sum() / mask.sum()
-
-
-def _cispo_wrong_sequence_mean(logp, old, adv, mask, cap):   # per-sequence mean instead of the token mean
-    w = torch.clamp(torch.exp(logp - old), max=cap).detach()
-    return -((w * adv[:, None] * logp * mask).sum(-1) / mask.sum(-1)).mean()
-
-
-@pytest.mark.parametrize("wrong", [_cispo_wrong_attached, _cispo_wrong_sequence_mean])
-def test_cispo_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="cispo_loss"):
-        lesson09.check_cispo_loss(wrong)
+def _sequence_mean(lp, old, m):
+    return ((lp - old) * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)         # (N, 1)
 
 
 @pytest.mark.parametrize("wrong", [
-    lambda k, G, scale: 2 * k * (G - k) / G,                                  # no std, whatever the scale
-    lambda k, G, scale: 0.0 if k in (0, G) else 2 * math.sqrt(G * G) * math.sqrt(k / G * (1 - k / G)),  # G, not G-1
+    lambda lp, old, m: torch.exp(_sequence_mean(lp, old, m)).expand_as(lp),          # GSPO's s_n, gradient to all
+    lambda lp, old, m: torch.exp(lp - old),                                          # the token ratio
+    lambda lp, old, m: torch.exp(_sequence_mean(lp, old, m)).detach().expand_as(lp).clone(),   # no gradient at all
+    lambda lp, old, m: torch.exp((lp - old).mean(-1, keepdim=True)).detach() * torch.exp(lp - lp.detach()),  # padding
+    lambda lp, old, m: torch.exp(_sequence_mean(lp, old, m)).detach() * torch.exp(lp - old),  # s_n times r_t
 ])
-def test_group_weight_checker_rejects_wrong(wrong):
-    with pytest.raises(AssertionError, match="group_weight"):
-        lesson09.check_group_weight(wrong)
+def test_gspo_token_ratio_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="gspo_token_ratio"):
+        lesson09.check_gspo_token_ratio(wrong)
+
+
+def _sapo(logp, old, adv, mask, tau_pos, tau_neg, *, same_tau=False, scale=True, token_mean=False):
+    ratio = torch.exp((logp - old) * mask)
+    tau = torch.full_like(adv, tau_neg).masked_fill(adv > 0, tau_pos)[:, None]
+    tau = torch.full_like(tau, tau_pos) if same_tau else tau
+    gate = torch.sigmoid(tau * (ratio - 1)) * (4 / tau if scale else 1.0)
+    per_token = -gate * adv[:, None] * mask
+    return per_token.sum() / mask.sum() if token_mean else (per_token.sum(-1) / mask.sum(-1)).mean()
+
+
+def _sapo_hard_clip(logp, old, adv, mask, tau_pos, tau_neg):     # GRPO's clip, not the gate
+    loss, _ = lesson09.grpo_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.28)
+    return loss
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda *a: _sapo(*a, same_tau=True),                                             # one tau for both signs
+    lambda *a: _sapo(*a, scale=False),                                               # no 4 / tau
+    lambda *a: _sapo(*a, token_mean=True),                                           # token mean over the batch
+    _sapo_hard_clip,
+])
+def test_sapo_checker_rejects_wrong(wrong):
+    with pytest.raises(AssertionError, match="sapo_loss"):
+        wrong_fn = lambda logp, old, adv, mask, tau_pos, tau_neg: wrong(logp, old, adv, mask, tau_pos, tau_neg)
+        lesson09.check_sapo_loss(wrong_fn)
+
+
+def _weight(method, r, positive, eps_low, eps_high, cap, tau_pos, tau_neg, *, slope_one=False, both_sides=False,
+            cispo_zero=False, sapo_no_r=False):
+    one = torch.ones_like(r) if slope_one else r
+    if method == "grpo":
+        kept = (r >= 1 - eps_low) & (r <= 1 + eps_high) if both_sides else (
+            r <= 1 + eps_high if positive else r >= 1 - eps_low)
+        return torch.where(kept, one, torch.zeros_like(r))
+    if method == "cispo":
+        return torch.where(r > cap, torch.zeros_like(r), one) if cispo_zero else torch.clamp(one, max=cap)
+    g = torch.sigmoid((tau_pos if positive else tau_neg) * (r - 1))
+    return 4 * g * (1 - g) * (1 if sapo_no_r else r)
+
+
+@pytest.mark.parametrize("flag", ["slope_one", "both_sides", "cispo_zero", "sapo_no_r"])
+def test_gradient_weight_checker_rejects_wrong(flag):
+    with pytest.raises(AssertionError, match="gradient_weight"):
+        lesson09.check_gradient_weight(lambda method, r, positive, **s: _weight(method, r, positive, **s,
+                                                                                **{flag: True}))
 
 
 # ------------------------------------------------------------------ the committed experiment

@@ -6,9 +6,9 @@ whose own tests derive its numbers by hand and from TRL's code), and:
   - raises AssertionError, naming the failing case, on a wrong answer,
   - prints "<name>: correct" when every case passes.
 
-    1. sequence_ratio(logp, old_logp, mask)        GSPO's ratio of each completion, (N, T) -> (N,)
-    2. cispo_loss(logp, old_logp, adv, mask, cap)  CISPO's loss, token mean; its gradient is checked too
-    3. group_weight(k, G, scale)                   sum of |A_i| of a group with k of G rewards 1, the rest 0
+    1. gspo_token_ratio(logp, old_logp, mask)      GSPO-token's ratio (GSPO §4.3), value and gradient, (N, T)
+    2. sapo_loss(logp, old_logp, adv, mask, tau_pos, tau_neg)   SAPO's soft-gated loss, value and gradient
+    3. gradient_weight(method, r, positive, ...)   how much gradient a token of ratio r keeps: GRPO, CISPO, SAPO
     4. dynamic_batch(policy, tok, prompts, reward_fn, cfg, generator)   DAPO's dynamic sampling as a loop around
                                                    the sampler, checked against sampler.dynamic_rollout
 """
@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from minigrpo.advantage import group_advantages
 from minigrpo.config import make_config
 from minigrpo.course.exercises import as_float64, not_done as _not_done
 from minigrpo.loss import grpo_loss
@@ -28,100 +27,170 @@ from minigrpo.sampler import dynamic_rollout, informative_groups, rollout
 from minigrpo.tokenizer import build_tokenizer
 
 # ---------------------------------------------------------------------------
-# Exercise 1: GSPO's sequence ratio
+# Exercise 1: GSPO-token's ratio (GSPO, Zheng et al. 2025, §4.3)
 # ---------------------------------------------------------------------------
 
-# (log-ratios of the real tokens, padding after them, expected ratio), by hand: exp of the mean log-ratio.
-SEQUENCE_CASES = [
-    ([0.3, -0.1], 1, math.exp(0.1)),            # (0.3 - 0.1) / 2; the padded token does not count
-    ([0.2], 2, math.exp(0.2)),                   # one real token: its own ratio
-    ([0.5, 0.5, 0.5, -1.5], 0, 1.0),              # mean 0: the sequence is as likely as before
-    ([math.log(2.0)] * 3, 0, 2.0),                # each token twice as likely: the geometric mean is 2
-]
+def _sequence_ratio_by_hand(logp, old, mask) -> torch.Tensor:
+    """s_n = exp(mean over the real tokens of log pi_theta - log pi_old), (N,): the formula, written out."""
+    out = []
+    for lp, o, m in zip(logp.tolist(), old.tolist(), mask.tolist()):
+        real = [a - b for a, b, k in zip(lp, o, m) if k]
+        out.append(math.exp(sum(real) / len(real)))
+    return torch.tensor(out, dtype=torch.float64)
 
 
-def _sequence_batch():
-    """The cases as one padded batch (log pi_old = -1 everywhere, padding log-probs set to garbage)."""
-    T = max(len(lr) + pad for lr, pad, _ in SEQUENCE_CASES)
-    logp, mask = torch.full((len(SEQUENCE_CASES), T), 9.0, dtype=torch.float64), torch.zeros(len(SEQUENCE_CASES), T)
-    for i, (log_ratios, _, _) in enumerate(SEQUENCE_CASES):
-        logp[i, :len(log_ratios)] = torch.tensor(log_ratios, dtype=torch.float64) - 1.0
-        mask[i, :len(log_ratios)] = 1
-    return logp, torch.full_like(logp, -1.0), mask.to(torch.float64)
+def _gspo_token_batch(seed: int, spread: float):
+    """log pi_theta, log pi_old, mask (N = 5, T = 6), float64; garbage log-probs on the padding."""
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(5, 6, generator=g, dtype=torch.float64) * 3
+    logp = old + spread * torch.randn(5, 6, generator=g, dtype=torch.float64)
+    mask = torch.ones(5, 6, dtype=torch.float64)
+    mask[1, 4:], mask[3, 1:], mask[4, 3:] = 0, 0, 0
+    logp, old = torch.where(mask.bool(), logp, 7.0), torch.where(mask.bool(), old, -5.0)
+    return logp, old, mask
 
 
-def check_sequence_ratio(sequence_ratio) -> None:
-    """Exercise 1: sequence_ratio(logp (N, T), old_logp (N, T), mask (N, T)) -> (N,) ratios."""
-    name = "sequence_ratio"
-    logp, old, mask = _sequence_batch()
-    got = sequence_ratio(logp, old, mask)
-    if _not_done(name, got):
+def _clipped_sequence_loss(ratio, adv, mask, eps_low, eps_high) -> torch.Tensor:
+    """GRPO's clipped loss from a given (N, T) ratio: -min(r A, clip(r) A), mean per sequence, then over N."""
+    a = adv if adv.dim() == 2 else adv[:, None]
+    surrogate = torch.minimum(ratio * a, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * a)   # (N, T)
+    return -((surrogate * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def check_gspo_token_ratio(gspo_token_ratio) -> None:
+    """Exercise 1: gspo_token_ratio(logp (N, T), old_logp (N, T), mask (N, T)) -> (N, T) GSPO-token ratios."""
+    name = "gspo_token_ratio"
+    logp, old, mask = _gspo_token_batch(0, 0.3)
+    if _not_done(name, gspo_token_ratio(logp.clone().requires_grad_(), old, mask)):
         return
-    got = torch.as_tensor(got, dtype=torch.float64).reshape(-1)
-    assert got.shape == (len(SEQUENCE_CASES),), f"{name} returned shape {tuple(got.shape)}, expected (N,) = (4,)"
-    for g, (log_ratios, pad, expected) in zip(got.tolist(), SEQUENCE_CASES):
-        assert math.isclose(g, expected, rel_tol=1e-9), (
-            f"{name}: log-ratios {log_ratios} with {pad} padded token(s) gave {g:.6g}, expected {expected:.6g} "
-            f"(exp of the MEAN log-ratio over the real tokens only)")
-    print(f"{name}: correct ({len(SEQUENCE_CASES)} sequences; log-ratios 0.3 and -0.1 give exp(0.1) = 1.105)")
-
-
-# ---------------------------------------------------------------------------
-# Exercise 2: CISPO's loss
-# ---------------------------------------------------------------------------
-
-def _cispo_cases():
-    g = torch.Generator().manual_seed(9)
-    logp = -torch.rand(4, 6, generator=g, dtype=torch.float64) * 3
-    old = logp - torch.randn(4, 6, generator=g, dtype=torch.float64)           # ratios from 0.1 to about 10
-    mask = torch.ones(4, 6, dtype=torch.float64)
-    mask[1, 4:], mask[3, 2:] = 0, 0
-    adv = torch.tensor([1.0, -0.5, 2.0, -1.0], dtype=torch.float64)
-    return [(logp, old, adv, mask, cap) for cap in (5.0, 1.5)]
-
-
-def check_cispo_loss(cispo_loss) -> None:
-    """Exercise 2: cispo_loss(logp, old_logp, adv (N,), mask, cap) -> () loss, with CISPO's gradient."""
-    name = "cispo_loss"
-    logp, old, adv, mask, cap = _cispo_cases()[0]
-    if _not_done(name, cispo_loss(logp.clone().requires_grad_(), old, adv, mask, cap)):
-        return
-    for logp, old, adv, mask, cap in _cispo_cases():
+    for seed, spread in ((0, 0.3), (1, 0.05), (2, 1.0)):
+        logp, old, mask = _gspo_token_batch(seed, spread)
+        s = _sequence_ratio_by_hand(logp, old, mask)                                 # (N,)
         mine = logp.clone().requires_grad_()
-        got = cispo_loss(mine, old, adv, mask, cap)
-        (g_got,) = torch.autograd.grad(got, mine)
-        ref = logp.clone().requires_grad_()
-        want, _ = grpo_loss(ref, old, adv, mask, loss_type="cispo", cispo_max=cap)
-        (g_want,) = torch.autograd.grad(want, ref)
+        got = gspo_token_ratio(mine, old, mask)
+        assert isinstance(got, torch.Tensor) and got.shape == logp.shape, (
+            f"{name} returned {type(got).__name__} of shape {tuple(getattr(got, 'shape', ()))}, expected an "
+            f"(N, T) = {tuple(logp.shape)} tensor")
+        real = mask.bool()
+        value = got.detach().to(torch.float64)
+        assert torch.allclose(value[real], s[:, None].expand_as(value)[real], rtol=1e-9, atol=0), (
+            f"{name} (seed {seed}): the values at the real tokens are not each completion's sequence ratio s_n "
+            f"(exp of the mean log-ratio over its real tokens; token ratios or padding counted?)")
+        assert got.requires_grad, f"{name}: the result has no gradient (only s_n is detached, not the whole ratio)"
+        w = torch.randn(logp.shape, generator=torch.Generator().manual_seed(seed + 10), dtype=torch.float64)
+        (grad,) = torch.autograd.grad((got * w * mask).sum(), mine)
+        want = w * s[:, None] * mask       # d s_nt / d log pi_nu = s_n [u == t], by hand
+        assert torch.allclose(grad * mask, want, rtol=1e-8, atol=1e-12), (
+            f"{name} (seed {seed}): d ratio_nt / d log pi_nu should be s_n when u = t and 0 otherwise; your "
+            f"gradient differs (is s_n stop-gradiented, and is pi_theta / sg(pi_theta) applied per token?)")
+    # with one advantage per completion, GSPO-token's clipped loss is GSPO's, value and gradient (GSPO §4.3)
+    logp, old, mask = _gspo_token_batch(3, 0.15)
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.7], dtype=torch.float64)
+    for eps in (0.2, 0.05):
+        mine, ref = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+        got = _clipped_sequence_loss(gspo_token_ratio(mine, old, mask), adv, mask, eps, eps)
+        want, _ = grpo_loss(ref, old, adv, mask, eps_low=eps, eps_high=eps, importance_sampling_level="sequence")
+        (g_got,), (g_want,) = torch.autograd.grad(got, mine), torch.autograd.grad(want, ref)
         got, want = float(got.detach()), float(want.detach())
-        assert math.isclose(got, want, rel_tol=1e-7, abs_tol=1e-9), (
-            f"{name} with cap {cap}: loss {got:.6g}, expected {want:.6g} "
-            f"(minus the token mean of min(r, cap) * A * log pi over real tokens)")
-        assert torch.allclose(g_got * mask, g_want * mask, rtol=1e-6, atol=1e-9), (
-            f"{name} with cap {cap}: the gradient differs (is the weight min(r, cap) detached? With it attached, "
-            f"the gradient also flows through r)")
-    print(f"{name}: correct (loss and gradient, caps 5 and 1.5)")
+        assert math.isclose(got, want, rel_tol=1e-9), (
+            f"{name}: with one advantage per completion the clipped loss is {got:.6g}, GSPO's is {want:.6g} "
+            f"(eps {eps})")
+        assert torch.allclose(g_got * mask, g_want * mask, rtol=1e-7, atol=1e-12), (
+            f"{name}: with one advantage per completion, the gradient differs from GSPO's (eps {eps})")
+    print(f"{name}: correct (values and gradients on 3 random batches; with one advantage per completion its "
+          f"clipped loss equals GSPO's in value and gradient)")
 
 
 # ---------------------------------------------------------------------------
-# Exercise 3: which groups get the weight
+# Exercise 2: SAPO's soft gate (Gao et al. 2025, arXiv 2511.20347; TRL's loss_type="sapo")
 # ---------------------------------------------------------------------------
 
-def check_group_weight(group_weight) -> None:
-    """Exercise 3: group_weight(k, G, scale) -> sum over the group of |A_i|, scale "group" or "none"."""
-    name = "group_weight"
-    if _not_done(name, group_weight(1, 8, "group")):
+def _sapo_by_hand(logp, old, adv, mask, tau_pos, tau_neg) -> torch.Tensor:
+    """-mean_n mean_t sigmoid(tau (r - 1)) 4 / tau * A_n, tau = tau_pos where A_n > 0, else tau_neg."""
+    r = torch.exp(torch.where(mask.bool(), logp - old, torch.zeros_like(logp)))      # (N, T)
+    tau = torch.full_like(adv, tau_neg).masked_fill(adv > 0, tau_pos)[:, None]       # (N, 1)
+    gate = torch.sigmoid(tau * (r - 1)) * 4 / tau                                     # (N, T)
+    return -((gate * adv[:, None] * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def check_sapo_loss(sapo_loss) -> None:
+    """Exercise 2: sapo_loss(logp, old_logp, adv (N,), mask, tau_pos, tau_neg) -> () loss, and its gradient."""
+    name = "sapo_loss"
+    logp, old, mask = _gspo_token_batch(4, 0.5)
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.0, 0.0], dtype=torch.float64)
+    if _not_done(name, sapo_loss(logp.clone().requires_grad_(), old, adv, mask, 1.0, 1.05)):
         return
-    for G in (4, 8):
-        for k in range(G + 1):
-            rewards = torch.tensor([1.0] * k + [0.0] * (G - k), dtype=torch.float64)
-            for scale in ("group", "none"):
-                expected = group_advantages(rewards, G, scale=scale).abs().sum().item()
-                got = float(group_weight(k, G, scale))
-                assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12), (
-                    f"{name}({k}, {G}, {scale!r}) = {got:.6g}, expected {expected:.6g} (k rewards 1, the others 0; "
-                    f"{'divide by the sample std, G-1' if scale == 'group' else 'no std'})")
-    print(f"{name}: correct (G = 4 and 8, every k, both scales)")
+    # on-policy (r = 1) every gate is 2 / tau and its slope 1: the gradient is GRPO's, -A_n / |o_n| / N, by hand
+    mine = old.clone().requires_grad_()
+    got = sapo_loss(mine, old, adv, mask, 0.5, 4.0)
+    (grad,) = torch.autograd.grad(got, mine)
+    lengths = mask.sum(-1)
+    want_value = -sum((2 / (0.5 if a > 0 else 4.0)) * a for a in adv.tolist()) / len(adv)
+    assert math.isclose(float(got.detach()), want_value, rel_tol=1e-9, abs_tol=1e-12), (
+        f"{name} at r = 1 (tau_pos 0.5, tau_neg 4): loss {float(got.detach()):.6g}, expected {want_value:.6g} (each gate "
+        f"is sigmoid(0) 4 / tau = 2 / tau; is tau chosen by the sign of A, and the 4 / tau there?)")
+    assert torch.allclose(grad * mask, (-adv[:, None] / lengths[:, None] / len(adv)) * mask, rtol=1e-8, atol=1e-12), (
+        f"{name} at r = 1: the gradient should be GRPO's, -A_n / (|o_n| N) per token (a mean over each "
+        f"completion's tokens, then over completions)")
+    # off-policy, against the formula: TRL's defaults and a far colder tau for negative advantages
+    for tau_pos, tau_neg in ((1.0, 1.05), (0.5, 4.0)):
+        mine, ref = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+        got, want = sapo_loss(mine, old, adv, mask, tau_pos, tau_neg), _sapo_by_hand(ref, old, adv, mask, tau_pos,
+                                                                                    tau_neg)
+        (g_got,), (g_want,) = torch.autograd.grad(got, mine), torch.autograd.grad(want, ref)
+        got, want = float(got.detach()), float(want.detach())
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (
+            f"{name} (tau_pos {tau_pos}, tau_neg {tau_neg}): loss {got:.6g}, expected {want:.6g}")
+        assert torch.allclose(g_got * mask, g_want * mask, rtol=1e-7, atol=1e-12), (
+            f"{name} (tau_pos {tau_pos}, tau_neg {tau_neg}): the gradient differs from the gate's (is r computed "
+            f"from logp with its gradient, and nothing detached?)")
+    print(f"{name}: correct (on-policy by hand: GRPO's gradient; off-policy against the formula, two pairs of tau)")
+
+
+# ---------------------------------------------------------------------------
+# Exercise 3: how much gradient a token keeps, by its ratio, in GRPO, CISPO and SAPO
+# ---------------------------------------------------------------------------
+
+WEIGHT_SETTINGS = dict(eps_low=0.2, eps_high=0.28, cap=5.0, tau_pos=1.0, tau_neg=1.05)
+# ratios away from every method's kinks (0.8, 1.28, 5), where the one-sided derivatives differ
+WEIGHT_RATIOS = (0.2, 0.5, 0.79, 0.81, 0.95, 1.0, 1.1, 1.27, 1.29, 1.6, 2.5, 4.9, 5.1, 8.0)
+
+
+def _one_token_weight(method: str, r: float, sign: float, s: dict) -> float:
+    """-(d loss / d log pi) / A for a single token of ratio r and advantage sign, by autograd."""
+    lp = torch.tensor([[math.log(r)]], dtype=torch.float64, requires_grad=True)
+    old, mask, adv = torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64), torch.tensor(
+        [sign], dtype=torch.float64)
+    if method == "sapo":
+        loss = _sapo_by_hand(lp, old, adv, mask, s["tau_pos"], s["tau_neg"])
+    else:
+        loss, _ = grpo_loss(lp, old, adv, mask, eps_low=s["eps_low"], eps_high=s["eps_high"], loss_type=method,
+                            cispo_max=s["cap"])
+    (grad,) = torch.autograd.grad(loss, lp)
+    return -float(grad) / sign
+
+
+def check_gradient_weight(gradient_weight) -> None:
+    """Exercise 3: gradient_weight(method, r (K,), positive, eps_low, eps_high, cap, tau_pos, tau_neg) -> (K,)."""
+    name = "gradient_weight"
+    r = torch.tensor(WEIGHT_RATIOS, dtype=torch.float64)
+    if _not_done(name, gradient_weight("grpo", r, True, **WEIGHT_SETTINGS)):
+        return
+    for method in ("grpo", "cispo", "sapo"):
+        for positive in (True, False):
+            got = as_float64(gradient_weight(method, r.clone(), positive, **WEIGHT_SETTINGS)).reshape(-1)
+            want = torch.tensor([_one_token_weight(method, x, 1.0 if positive else -1.0, WEIGHT_SETTINGS)
+                                 for x in WEIGHT_RATIOS], dtype=torch.float64)
+            assert got.shape == want.shape, f"{name}({method!r}) returned {tuple(got.shape)} values for {len(r)} ratios"
+            bad = (got - want).abs() > 1e-9 + 1e-7 * want.abs()
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise AssertionError(
+                    f"{name}({method!r}, A {'> 0' if positive else '< 0'}) at r = {WEIGHT_RATIOS[i]}: "
+                    f"{float(got[i]):.6g}, expected {float(want[i]):.6g} (the gradient of r A is r A grad log pi, "
+                    f"so an unclipped token's weight is r, not 1)")
+    print(f"{name}: correct (GRPO, CISPO and SAPO, both signs of A, {len(WEIGHT_RATIOS)} ratios each, against "
+          f"autograd through the engine's losses and SAPO's formula)")
 
 
 # ---------------------------------------------------------------------------
