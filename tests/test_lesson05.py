@@ -193,9 +193,7 @@ def test_lesson_pins_the_note_numbers():
     assert "answer 3 (complete) rubric 9.0" in text
     assert "a wrong answer      rubric 0.0" in text
     assert "the note's text rubric 6.0" in text  # 因为治安: correct, other wording
-    assert "sample std (G-1)       -1.09  +0.22  +0.87" in text
-    assert "population std (G)     -1.34  +0.27  +1.07" in text
-    assert "note (7.67, 1.25)      -1.34  +0.26  +1.06" in text
+    assert "rewards [6.0, 8.0, 9.0]: advantages -1.09  +0.22  +0.87" in text   # lesson 2 explains the note's values
     assert "parameters               1,077,504" in text
     assert "UnknownCharacterError: character 'y'" in text
     assert "'x=2或x=3。'               -> None" in text
@@ -206,7 +204,7 @@ def test_lesson_has_summary_and_exercises():
         md = [source(c) for c in json.load(f)["cells"] if c["cell_type"] == "markdown"]
     assert "**Assumes.**" in md[0] and "You will be able to" in md[0]
     assert any(m.startswith("## Summary") for m in md) and any("## Exercises" in m for m in md)
-    for name in ("top_k_filter", "rubric_score", "kv_cache_floats"):
+    for name in ("top_k_filter", "rubric_score", "cached_sample"):
         stub = cell_containing(LESSON, f"def {name}(")
         assert "# YOUR CODE HERE" in stub and "return None" in stub
         assert f"lesson05.check_{name}({name})" in cell_containing(LESSON, f"check_{name}(")
@@ -215,7 +213,7 @@ def test_lesson_has_summary_and_exercises():
 # ------------------------------------------------------------- the checkers
 
 CHECKERS = {"top_k_filter": lesson05.check_top_k_filter, "rubric_score": lesson05.check_rubric_score,
-            "kv_cache_floats": lesson05.check_kv_cache_floats}
+            "cached_sample": lesson05.check_cached_sample}
 SOLUTION_GLOBALS = {"parse_answer": parse_answer, "solution": solution}
 
 
@@ -241,8 +239,6 @@ def test_solutions_notebook_is_executed_and_correct():
     text = "".join(outputs_text(c) for c in cells)
     for name in CHECKERS:
         assert f"{name}: correct" in text
-    assert "2,359,296 floats = 9.0 MiB in float32" in text  # 2*4*4*32*64*36 floats x 4 bytes
-    assert "268,435,456 floats = 512 MiB in bfloat16" in text  # 2*32*8*128*4096 x 2 bytes
 
 
 def _kth(x, k):
@@ -282,6 +278,53 @@ def _swapped_rubric(completion, a, b, c):
     return {solution(record, "complete"): 8.0, solution(record, "short"): 9.0}.get(completion, 6.0)
 
 
+def _wrong_sampler(flag):
+    """A KV-cache sampler with one plausible mistake (`flag`); the solution's structure otherwise."""
+    from transformers import DynamicCache
+
+    from minigrpo.model import cache_kwarg, positions
+
+    @torch.no_grad()
+    def sample(model, prompt_ids, prompt_mask, *, group_size, max_new_tokens, eos_id, pad_id, temperature=1.0,
+               greedy=False, generator=None):
+        rows = prompt_ids.repeat_interleave(group_size, 0)                       # (N, P)
+        attn = prompt_mask.repeat_interleave(group_size, 0)                      # (N, P)
+        cache = DynamicCache()
+        if flag == "prefill_every_row":   # G copies of each prompt through the model: the prefill G times over
+            logits = model(input_ids=rows, attention_mask=attn, position_ids=positions(attn), **cache_kwarg(cache),
+                           use_cache=True).logits[:, -1]
+        else:
+            logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask),
+                           **cache_kwarg(cache), use_cache=True).logits[:, -1].repeat_interleave(group_size, 0)
+            cache.batch_repeat_interleave(group_size)
+        ids, done, tokens, masks, logps = rows, torch.zeros(rows.shape[0], dtype=torch.bool), [], [], []
+        for t in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float() / temperature, -1)           # (N, V)
+            draw = torch.softmax(logits.float(), -1) if flag == "untempered_sampling" else logp.exp()
+            tok_t = logp.argmax(-1) if greedy else torch.multinomial(draw, 1, generator=generator).squeeze(-1)
+            tok_t = tok_t.masked_fill(done, pad_id)
+            ended = done | (tok_t == eos_id)
+            tokens.append(tok_t)
+            masks.append(~ended if flag == "eos_outside_mask" else ~done)
+            logps.append(logp.gather(-1, tok_t[:, None]).squeeze(-1) * masks[-1])
+            done = ended
+            if done.all() or t == max_new_tokens - 1:
+                break
+            attn = torch.cat([attn, torch.ones_like(tok_t[:, None])], 1)
+            ids = torch.cat([ids, tok_t[:, None]], 1)
+            if flag == "no_cache":              # the whole sequence again, every step
+                logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn),
+                               use_cache=False).logits[:, -1]
+                continue
+            position = (torch.full_like(attn[:, :1], attn.shape[1] - 1) if flag == "padded_positions"
+                        else attn.sum(-1, keepdim=True) - 1)                      # (N, 1)
+            logits = model(input_ids=tok_t[:, None], attention_mask=attn, position_ids=position,
+                           **cache_kwarg(cache), use_cache=True).logits[:, -1]
+        return torch.stack(tokens, 1), torch.stack(masks, 1).long(), torch.stack(logps, 1)
+
+    return sample
+
+
 WRONG = {
     "top_k_filter": [
         lambda x, k: x.masked_fill(x < _kth(x, k), 0.0),  # 0 instead of -inf: those tokens stay possible
@@ -291,12 +334,8 @@ WRONG = {
         _in_place_top_k,  # right values, but overwrites the caller's logits
     ],
     "rubric_score": [_lenient_rubric, _keyword_rubric, _no_correctness_rubric, _swapped_rubric],
-    "kv_cache_floats": [
-        lambda L, H, d, rows, n: L * H * d * rows * n,  # keys only
-        lambda L, H, d, rows, n: 2 * H * d * rows * n,  # one layer
-        lambda L, H, d, rows, n: 8 * L * H * d * rows * n,  # bytes of float32, not numbers
-        lambda L, H, d, rows, n: 2 * L * H * d * n,  # one row
-    ],
+    "cached_sample": [_wrong_sampler(flag) for flag in ("no_cache", "padded_positions", "prefill_every_row",
+                                                         "eos_outside_mask", "untempered_sampling")],
 }
 
 
