@@ -24,10 +24,10 @@ from nbcells import cell_containing, code_cells, exec_cells, source
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "notebooks" / "01_ppo_limits.ipynb"
 SOLUTIONS = ROOT / "notebooks" / "solutions" / "01_ppo_limits_solutions.ipynb"
-EXERCISES = ("min_updates", "td_advantages", "tabular_values")
+EXERCISES = ("min_updates", "gae_advantages", "tabular_values")
 CHECKERS = {
     "min_updates": lesson01.check_min_updates,
-    "td_advantages": lesson01.check_td_advantages,
+    "gae_advantages": lesson01.check_gae_advantages,
     "tabular_values": lesson01.check_tabular_values,
 }
 
@@ -122,7 +122,7 @@ def test_lesson_stubs_return_none_and_are_checked():
     for stub in stubs:
         exec(stub, namespace)
     assert namespace["min_updates"](0.01, 0.5, 0.2) is None
-    assert namespace["td_advantages"](torch.tensor([0.5]), 1.0) is None
+    assert namespace["gae_advantages"](torch.tensor([0.5]), 1.0, 1.0, 0.95) is None
     assert namespace["tabular_values"](torch.tensor([[1, 0]]), torch.tensor([0.0])) is None
     calls = "\n".join(source(c) for c in cells)
     for name in EXERCISES:
@@ -146,8 +146,14 @@ def test_solutions_by_hand():
     # 1.2^21 = 46.0 < 50 <= 1.2^22 = 55.2; 1.2^6 = 2.99 < 3 <= 1.2^7 = 3.58
     assert min_updates(0.01, 0.5, 0.2) == 22 and min_updates(0.3, 0.9, 0.2) == 7
     assert min_updates(0.5, 0.4, 0.2) == 0
-    td = solution("td_advantages")(torch.tensor([0.5, 0.6, 0.4], dtype=torch.float64), 1.0)
-    assert torch.allclose(td, torch.tensor([0.1, -0.2, 0.6], dtype=torch.float64), atol=1e-12)
+    gae = solution("gae_advantages")
+    values = torch.tensor([0.5, 0.6, 0.4], dtype=torch.float64)
+    # lam = 0, gamma = 1: the TD errors [0.6 - 0.5, 0.4 - 0.6, 1 - 0.4]; lam = 1: R - V = [0.5, 0.4, 0.6]
+    assert torch.allclose(gae(values, 1.0, 1.0, 0.0), torch.tensor([0.1, -0.2, 0.6], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(gae(values, 1.0, 1.0, 1.0), torch.tensor([0.5, 0.4, 0.6], dtype=torch.float64), atol=1e-12)
+    # gamma 0.9, lam 0.5: delta = [0.04, -0.24, 0.6]; A_1 = -0.24 + 0.45 * 0.6 = 0.03, A_0 = 0.04 + 0.45 * 0.03
+    assert torch.allclose(gae(values, 1.0, 0.9, 0.5), torch.tensor([0.0535, 0.03, 0.6], dtype=torch.float64),
+                          atol=1e-12)
     # episodes [1,1] -> 1 and [0,1] -> 0 (T = 2): V[0,0] = 1/2, V[1,1] = 1, V[1,0] = 0, V[2,2] = 1, V[2,1] = 0
     table = solution("tabular_values")(torch.tensor([[1, 1], [0, 1]]), torch.tensor([1.0, 0.0]))
     nan = float("nan")
@@ -164,12 +170,40 @@ def min_updates_ignores_done(p_old, p_target, eps):
     return max(1, math.ceil(math.log(p_target / p_old) / math.log(1 + eps)))
 
 
-def td_terminal_zero(values, reward):
-    return torch.cat([values[1:], values.new_zeros(1)]) - values
+def one_step_errors(values, gamma, last):
+    """delta_t = gamma V(s_{t+1}) - V(s_t), the last one last - V(s_{T-1})."""
+    next_values = torch.cat([gamma * values[1:], values.new_tensor([last])])
+    return next_values - values
 
 
-def td_monte_carlo(values, reward):
-    return reward - values
+def backwards(delta, decay):
+    """A_t = delta_t + decay * A_{t+1}, A_T = 0."""
+    adv, running = torch.zeros_like(delta), 0.0
+    for t in reversed(range(len(delta))):
+        running = delta[t] + decay * running
+        adv[t] = running
+    return adv
+
+
+def gae_lambda_without_gamma(values, reward, gamma, lam):
+    return backwards(one_step_errors(values, gamma, reward), lam)  # decays by lam, not gamma * lam
+
+
+def gae_summed_forward(values, reward, gamma, lam):
+    delta = one_step_errors(values, gamma, reward)
+    return backwards(delta.flip(0), gamma * lam).flip(0)  # A_t = delta_t + gamma lam A_{t-1}: credit from the past
+
+
+def gae_forgets_the_reward(values, reward, gamma, lam):
+    return backwards(one_step_errors(values, gamma, 0.0), gamma * lam)  # last delta -V(s_{T-1}), no R
+
+
+def gae_discounts_the_reward(values, reward, gamma, lam):
+    return backwards(one_step_errors(values, gamma, gamma * reward), gamma * lam)  # gamma R - V(s_{T-1})
+
+
+def gae_monte_carlo(values, reward, gamma, lam):
+    return reward - values  # ignores lam
 
 
 def tabular_zeros_for_unvisited(tokens, rewards):
@@ -191,8 +225,11 @@ def tabular_counts_current_token(tokens, rewards):
 @pytest.mark.parametrize("name, wrong", [
     ("min_updates", min_updates_floor),
     ("min_updates", min_updates_ignores_done),
-    ("td_advantages", td_terminal_zero),
-    ("td_advantages", td_monte_carlo),
+    ("gae_advantages", gae_lambda_without_gamma),
+    ("gae_advantages", gae_summed_forward),
+    ("gae_advantages", gae_forgets_the_reward),
+    ("gae_advantages", gae_discounts_the_reward),
+    ("gae_advantages", gae_monte_carlo),
     ("tabular_values", tabular_zeros_for_unvisited),
     ("tabular_values", tabular_counts_current_token),
 ])

@@ -23,9 +23,9 @@ from nbcells import cell_containing, code_cells, exec_cells, source
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "notebooks" / "02_group_advantage.ipynb"
 SOLUTIONS = ROOT / "notebooks" / "solutions" / "02_group_advantage_solutions.ipynb"
-EXERCISES = ("sample_std", "rloo_advantages", "zero_variance_prob")
+EXERCISES = ("batch_scaled_advantages", "rloo_advantages", "zero_variance_prob")
 CHECKERS = {
-    "sample_std": lesson02.check_sample_std,
+    "batch_scaled_advantages": lesson02.check_batch_scaled_advantages,
     "rloo_advantages": lesson02.check_rloo_advantages,
     "zero_variance_prob": lesson02.check_zero_variance_prob,
 }
@@ -110,7 +110,7 @@ def test_lesson_stubs_return_none_and_are_checked():
     namespace = {"torch": torch}
     for stub in stubs:
         exec(stub, namespace)
-    assert namespace["sample_std"](t([6.0, 8.0, 9.0])) is None
+    assert namespace["batch_scaled_advantages"](t([6.0, 8.0, 9.0]), 3) is None
     assert namespace["rloo_advantages"](t([6.0, 8.0, 9.0]), 3) is None
     assert namespace["zero_variance_prob"](0.5, 4) is None
     calls = "\n".join(source(c) for c in cells)
@@ -131,7 +131,9 @@ def test_checker_accepts_the_solution(name, capsys):
 
 
 def test_solutions_by_hand():
-    assert math.isclose(float(solution("sample_std")(t([6.0, 8.0, 9.0]))), math.sqrt(7 / 3), abs_tol=1e-12)
+    # one group: the batch is the group, so the note's formula: (r - 23/3) / sqrt(7/3)
+    assert torch.allclose(solution("batch_scaled_advantages")(t([6.0, 8.0, 9.0]), 3),
+                          t([-5 / 3, 1 / 3, 4 / 3]) / math.sqrt(7 / 3), atol=1e-12)
     # 6 - (8+9)/2, 8 - (6+9)/2, 9 - (6+8)/2
     assert torch.allclose(solution("rloo_advantages")(t([6.0, 8.0, 9.0]), 3), t([-2.5, 0.5, 2.0]), atol=1e-12)
     # (1/2)^4 + (1/2)^4; 0.8^2 + 0.2^2
@@ -139,12 +141,19 @@ def test_solutions_by_hand():
     assert math.isclose(solution("zero_variance_prob")(0.8, 2), 0.68, abs_tol=1e-12)
 
 
-def sample_std_population(rewards):
-    return rewards.std(correction=0)
+def batch_group_std(rewards, group_size):                 # GRPO's group std, not the batch's
+    return group_advantages(rewards, group_size)
 
 
-def sample_std_no_sqrt(rewards):
-    return rewards.var(correction=1)
+def batch_std_of_centred(rewards, group_size):            # the std of the centred rewards, not of the rewards
+    centred = group_advantages(rewards, group_size, scale="none")
+    sigma = centred.std()
+    return centred / sigma if sigma > 0 else centred
+
+
+def batch_mean_centred(rewards, group_size):              # REINFORCE's batch mean, then the batch std
+    sigma = rewards.std()
+    return (rewards - rewards.mean()) / sigma if sigma > 0 else rewards - rewards.mean()
 
 
 def rloo_centred(rewards, group_size):
@@ -169,8 +178,9 @@ def zero_var_one_group_size_off(p, G):
 
 
 @pytest.mark.parametrize("name, wrong", [
-    ("sample_std", sample_std_population),
-    ("sample_std", sample_std_no_sqrt),
+    ("batch_scaled_advantages", batch_group_std),
+    ("batch_scaled_advantages", batch_std_of_centred),
+    ("batch_scaled_advantages", batch_mean_centred),
     ("rloo_advantages", rloo_centred),
     ("rloo_advantages", rloo_normalised),
     ("rloo_advantages", rloo_one_big_group),

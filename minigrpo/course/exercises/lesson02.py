@@ -6,7 +6,7 @@ hand (in the comments below), and:
   - raises AssertionError, naming the failing case, on a wrong answer,
   - prints "<name>: correct (...)" when every case passes.
 
-    1. sample_std(rewards)                   sigma_r of one group, dividing by G-1 (the note's formula)
+    1. batch_scaled_advantages(rewards, G)   r_i minus its group's mean, over the std of the whole batch
     2. rloo_advantages(rewards, group_size)  r_i minus the mean of the OTHER G-1 rewards (leave-one-out)
     3. zero_variance_prob(p, G)              chance that G pass/fail rewards are all equal (no signal)
 """
@@ -16,41 +16,53 @@ import math
 
 import torch
 
+from minigrpo.advantage import group_advantages
 from minigrpo.course.exercises import as_float64 as _as_float64, not_done as _not_done
 
 
-# ------------------------------------------------------------- 1. sample_std
+# ------------------------------------------------ 1. batch_scaled_advantages
 
-# (rewards, sample sigma = sqrt(sum (r - mu)^2 / (G-1)), population sigma = ... / G), by hand:
-#   6, 8, 9:       mu = 23/3, squares 42/9     -> sqrt(7/3) = 1.527525   (population sqrt(14)/3 = 1.247219)
-#   3.8, 5.2, 6.1: mu = 151/30, squares 2418/900 -> sqrt(1209)/30 = 1.159023 (population sqrt(806)/30)
-#   0, 0, 0, 1:    mu = 1/4, squares 3/16 + 9/16 = 3/4 -> sqrt(1/4) = 0.5  (population sqrt(3)/4)
-#   0, 1:          mu = 1/2, squares 1/2         -> sqrt(1/2) = 0.707107   (population 1/2)
-#   2, 2, 2, 2:    all equal                     -> 0
-SAMPLE_STD_CASES = [
-    ([6.0, 8.0, 9.0], math.sqrt(7 / 3), math.sqrt(14) / 3),
-    ([3.8, 5.2, 6.1], math.sqrt(1209) / 30, math.sqrt(806) / 30),
-    ([0.0, 0.0, 0.0, 1.0], 0.5, math.sqrt(3) / 4),
-    ([0.0, 1.0], math.sqrt(0.5), 0.5),
-    ([2.0, 2.0, 2.0, 2.0], 0.0, 0.0),
+# (rewards, G, expected), by hand: centre each reward on its GROUP's mean, divide by the sample std of ALL the
+# batch's rewards (around the batch mean, divide by N - 1), as TRL's scale_rewards="batch" (Lite PPO):
+#   1,0,0,0 | 1,1,1,0 (G = 4): group means 1/4, 3/4; centred 3/4, -1/4 x3 | 1/4 x3, -3/4.
+#       batch: four 1s and four 0s, mean 1/2, sum of squares 8/4 = 2 -> std sqrt(2/7) = 0.534522
+#   6, 8, 9 (one group): the batch is the group, std sqrt(7/3): the note's formula, -1.0911, 0.2182, 0.8729
+#   1,1 | 0,0 | 1,0 (G = 2): centred 0, 0 | 0, 0 | 1/2, -1/2; batch mean 1/2, squares 6/4 -> std sqrt(1.5/5)
+#   2,2 | 2,2: every reward equal -> std 0: no signal, all advantages 0 (not 0/0)
+BATCH_CASES = [
+    ([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], 4,
+     [x / math.sqrt(2 / 7) for x in (0.75, -0.25, -0.25, -0.25, 0.25, 0.25, 0.25, -0.75)]),
+    ([6.0, 8.0, 9.0], 3, [x / math.sqrt(7 / 3) for x in (-5 / 3, 1 / 3, 4 / 3)]),
+    ([1.0, 1.0, 0.0, 0.0, 1.0, 0.0], 2, [0.0, 0.0, 0.0, 0.0, 0.5 / math.sqrt(0.3), -0.5 / math.sqrt(0.3)]),
+    ([2.0, 2.0, 2.0, 2.0], 2, [0.0, 0.0, 0.0, 0.0]),
 ]
 
 
-def check_sample_std(sample_std) -> None:
-    """Exercise 1: sample_std(rewards (G,)) -> scalar, sqrt(sum (r_i - mu)^2 / (G - 1))."""
-    name = "sample_std"
-    if _not_done(name, sample_std(torch.tensor(SAMPLE_STD_CASES[0][0], dtype=torch.float64))):
+def check_batch_scaled_advantages(batch_scaled_advantages) -> None:
+    """Exercise 1: batch_scaled_advantages(rewards (B*G,), group_size) -> (B*G,) (r_i - group mean) / batch std."""
+    name = "batch_scaled_advantages"
+    first = batch_scaled_advantages(torch.tensor(BATCH_CASES[0][0], dtype=torch.float64), BATCH_CASES[0][1])
+    if _not_done(name, first):
         return
-    for rewards, expected, population in SAMPLE_STD_CASES:
-        got = _as_float64(sample_std(torch.tensor(rewards, dtype=torch.float64)))
-        assert got.numel() == 1, f"{name}({rewards}) returned shape {tuple(got.shape)}, expected one number"
-        got = float(got.reshape(()))
-        hint = ""
-        if expected > 0 and abs(got - population) < 1e-9:
-            hint = " -- that is the population sigma (divide by G); the note's formula divides by G - 1"
-        assert abs(got - expected) < 1e-9, f"{name}({rewards}) returned {got:.6f}, expected {expected:.6f}{hint}"
-    print(f"{name}: correct ({len(SAMPLE_STD_CASES)} cases; 6/8/9 gives {math.sqrt(7 / 3):.4f}, "
-          f"the note prints 1.25, the population value)")
+    for rewards, G, expected in BATCH_CASES:
+        got = _as_float64(batch_scaled_advantages(torch.tensor(rewards, dtype=torch.float64), G)).reshape(-1)
+        want = torch.tensor(expected, dtype=torch.float64)
+        assert got.shape == want.shape, f"{name}({rewards}, {G}) returned {tuple(got.shape)} values, expected {len(rewards)}"
+        assert not torch.isnan(got).any(), f"{name}({rewards}, {G}) returned NaN: equal rewards carry no signal, give 0"
+        assert torch.allclose(got, want, atol=1e-9, rtol=0), (
+            f"{name}({rewards}, G={G}) returned {[round(x, 4) for x in got.tolist()]}, expected "
+            f"{[round(x, 4) for x in want.tolist()]} (each reward minus its group's mean, divided by the sample std "
+            f"of all the batch's rewards)")
+    g = torch.Generator().manual_seed(2)
+    for B, G in ((5, 4), (3, 8)):
+        r = (torch.rand(B * G, generator=g) < 0.5).to(torch.float64) + torch.rand(B * G, generator=g, dtype=torch.float64)
+        want = group_advantages(r, G, scale="batch")
+        got = _as_float64(batch_scaled_advantages(r.clone(), G)).reshape(-1)
+        assert torch.allclose(got, want, atol=1e-9, rtol=0), (
+            f"{name} on a random batch of B = {B} groups of G = {G} differs from the engine's "
+            f"group_advantages(scale='batch') by {float((got - want).abs().max()):.3g}")
+    print(f"{name}: correct ({len(BATCH_CASES)} cases by hand and 2 random batches against "
+          f"group_advantages(scale='batch'))")
 
 
 # -------------------------------------------------------- 2. rloo_advantages
