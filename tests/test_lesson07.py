@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from minigrpo.advantage import group_advantages
 from minigrpo.data import load_split
 from minigrpo.evaluate import evaluate
 from minigrpo.course.exercises import lesson07
@@ -72,6 +73,17 @@ def test_advantage_cases_agree_with_numpy():
         assert math.isclose(a, expected, rel_tol=1e-12, abs_tol=1e-12), (k, G)
 
 
+def test_closed_form_cases_follow_the_definition():
+    """At non-integer k and G, and at G = 10^12: the mean and sample variance of k nines and G-k eights, with the
+    counts as weights, give the checker's values; and no group of rewards can be built there."""
+    for k, G, expected in lesson07.CLOSED_FORM_CASES:
+        mean = (9 * k + 8 * (G - k)) / G
+        var = (k * (9 - mean) ** 2 + (G - k) * (8 - mean) ** 2) / (G - 1)
+        a = 0.0 if k == G else (9 - mean) / math.sqrt(var)
+        assert math.isclose(a, expected, rel_tol=1e-9, abs_tol=1e-12), (k, G)
+        assert not (float(k).is_integer() and float(G).is_integer() and G < 1e9), (k, G)
+
+
 def test_step_cases_are_complete_style_texts():
     """Right cases are the canonical text; wrong ones state a wrong value in the named step."""
     for record, completion, expected in lesson07.STEP_CASES:
@@ -105,6 +117,10 @@ def test_style_shares_rejects_wrong(wrong):
     lambda k, G: 0.0 if k in (0, G) else 1 - k / G,                            # not divided by the std
     lambda k, G: 0.0 if k in (0, G) else math.sqrt((G - k) * (G - 1) / (k * G)) / 9,  # scaled by the reward
     lambda k, G: math.sqrt((G - k) * (G - 1) / (max(k, 1) * G)),               # nonzero when all are short
+    lambda k, G: 0.0 if k in (0, G) else math.sqrt((G - k) * G / ((G - 1) * k)),   # (G-1)/G upside down
+    lambda k, G: group_advantages(torch.tensor([9.0] * k + [8.0] * (G - k)), G)[0].item(),   # section 1's line
+    lambda k, G: (group_advantages(torch.tensor([9.0] * int(k) + [8.0] * int(G - k)), int(G))[0].item()
+                  if 0 < k < G else 0.0),                                       # a group, rounded to whole answers
 ])
 def test_complete_advantage_rejects_wrong(wrong):
     with pytest.raises(AssertionError):

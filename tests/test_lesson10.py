@@ -29,7 +29,7 @@ def test_checkers_accept_the_solutions(capsys):
     lesson10.check_softmax_policy_gradient(solution_fn("softmax_policy_gradient"))
     lesson10.check_expected_grpo_advantage(solution_fn("expected_grpo_advantage"))
     lesson10.check_expected_grpo_gradient(grpo_gradient_solution())
-    lesson10.check_relative_rmse(solution_fn("relative_rmse"))
+    lesson10.check_baseline_rmse(solution_fn("baseline_rmse"))
     out = capsys.readouterr().out
     assert out.count(": correct") == 4 and "not done" not in out
 
@@ -38,7 +38,7 @@ def test_checkers_say_not_done_for_stubs(capsys):
     lesson10.check_softmax_policy_gradient(lambda logits, reward: None)
     lesson10.check_expected_grpo_advantage(lambda q, G: None)
     lesson10.check_expected_grpo_gradient(lambda logits, reward, G: None)
-    lesson10.check_relative_rmse(lambda draws, truth: None)
+    lesson10.check_baseline_rmse(lambda logits, reward, baseline, G: None)
     assert capsys.readouterr().out.count("not done yet") == 4
 
 
@@ -89,6 +89,21 @@ def _grpo_grad(adv_right, adv_wrong):
     return fn
 
 
+def _rmse(centred=True, prompts=2, per_group=True, score_sq=None, score_e=False, use_baseline=True):
+    """Exercise 4's exact RMSE with one deliberate slip (`prompts` is the power of P in the denominator: 2 is right)."""
+    def fn(z, r, b, G):
+        P = z.shape[0]
+        pi, J_p = _pi_and_pass_rate(z, r)
+        grad_J = pi * (r - J_p) / P
+        sq = 1 - 2 * pi + pi.pow(2).sum(-1, keepdim=True) if score_sq is None else score_sq(pi)   # |score|^2
+        coef = r - (b[:, None] if use_baseline else 0.0)
+        second = (pi * coef.pow(2) * sq).sum(-1)
+        mean_sq = (pi * coef).pow(2).sum(-1) if score_e else (P * grad_J).pow(2).sum(-1)            # |E v|^2
+        mse = (second - (mean_sq if centred else 0.0)).clamp(min=0).sum() / (P ** prompts * (G if per_group else 1))
+        return (mse.sqrt() / grad_J.norm()).item()
+    return fn
+
+
 @pytest.mark.parametrize("checker, wrong", [
     (lesson10.check_softmax_policy_gradient, _grad_without_mean),
     (lesson10.check_softmax_policy_gradient, _grad_batch_baseline),
@@ -107,8 +122,14 @@ def _grpo_grad(adv_right, adv_wrong):
     (lesson10.check_expected_grpo_gradient,                                              # population std
      _grpo_grad(lambda q, G: _adv_sum(q, G, std="population"),
                 lambda q, G: -_adv_sum(1 - q, G, std="population"))),
-    (lesson10.check_relative_rmse, lambda d, t: (d.mean(0) - t).norm() / t.norm()),            # error of the mean
-    (lesson10.check_relative_rmse, lambda d, t: (d - t).norm(dim=1).mean() / t.norm()),        # mean of the norms
+    (lesson10.check_baseline_rmse, _rmse(centred=False)),                                 # E|v|^2, |E v|^2 not taken off
+    (lesson10.check_baseline_rmse, _rmse(prompts=1)),                                     # over P G, not P^2 G
+    (lesson10.check_baseline_rmse, _rmse(per_group=False)),                               # one draw's noise, not G's mean
+    (lesson10.check_baseline_rmse, _rmse(score_sq=torch.ones_like, score_e=True)),       # grad log pi = e_o, no -pi
+    (lesson10.check_baseline_rmse, _rmse(score_sq=lambda pi: 1 - pi)),                    # |e_o - pi|^2 as 1 - pi(o)
+    (lesson10.check_baseline_rmse, _rmse(use_baseline=False)),                            # the baseline left out
+    (lesson10.check_baseline_rmse,                                                        # sampled, not exact
+     lambda z, r, b, G: lesson10._sampled_rmse(z, r, b, G, 4000, seed=1)[0]),
 ])
 def test_checkers_reject_wrong_answers(checker, wrong):
     with pytest.raises(AssertionError):
@@ -121,3 +142,23 @@ def test_the_right_advantage_by_hand():
     want = 0.5 * (1 / 3) * math.sqrt(3) + 0.25 * (2 / 3) * math.sqrt(3)
     assert math.isclose(solution_fn("expected_grpo_advantage")(0.5, 3), want, rel_tol=1e-12)
     assert math.isclose(lesson10._right_advantage_by_enumeration(0.5, 3), want, rel_tol=1e-12)
+
+
+def test_the_baseline_rmse_by_hand():
+    """pi = (1/2, 1/2), R = (1, 0), G = 1: grad J = (1/4, -1/4). With b = 0 the right answer gives (1/2, -1/2) and the
+    wrong one 0, so E|g - grad J|^2 = 1/2 (1/16 + 1/16) + 1/2 (1/16 + 1/16) = 1/8 = |grad J|^2; with b = 1/2 both give
+    grad J. The checker's enumeration and the solution agree on it."""
+    logits, reward = torch.zeros(1, 2, dtype=torch.float64), torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    for b, want in ((0.0, 1.0), (0.5, 0.0), (1.0, 1.0)):
+        baseline = torch.tensor([b], dtype=torch.float64)
+        assert math.isclose(lesson10._baseline_rmse_by_enumeration(logits, reward, baseline, 1), want, abs_tol=1e-12)
+        assert math.isclose(solution_fn("baseline_rmse")(logits, reward, baseline, 1), want, abs_tol=1e-12)
+
+
+def test_the_sampled_rmse_agrees_with_the_enumeration():
+    """The checker's two references agree: sampled batches (exact.bias_and_error) and the sum over every group."""
+    logits, reward = lesson10._tables(21, P=2, S=3)
+    baseline = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    want = lesson10._baseline_rmse_by_enumeration(logits, reward, baseline, 2)
+    sampled, se = lesson10._sampled_rmse(logits, reward, baseline, 2, 20000, seed=5)
+    assert abs(sampled - want) <= 4 * se and se < 0.02 * want

@@ -7,7 +7,7 @@ hand, and:
   - prints "<name>: correct" when every case passes.
 
     1. style_shares(records, completions)   share of each section-6 style among the correct answers
-    2. complete_advantage(k, G)             the advantage of a complete answer in an all-correct group
+    2. complete_advantage(k, G)             the closed form of a complete answer's advantage in an all-correct group
     3. first_wrong_step(record, completion) where a complete-style solution first goes wrong
     4. process_advantages(steps, lengths)   per-token advantages from step rewards (DeepSeekMath §4.1.3)
 """
@@ -85,18 +85,45 @@ ADVANTAGE_CASES = [
 ]
 
 
+# The closed form where no group of rewards can be built: k and G not integers, or G far too large to list.
+# The same formula, by hand.
+CLOSED_FORM_CASES = [
+    (2.5, 7.5, math.sqrt(5.0 * 6.5 / (2.5 * 7.5))),   # sqrt(32.5 / 18.75) = 1.3166
+    (0.5, 2.0, math.sqrt(1.5)),                        # sqrt(1.5 * 1 / (0.5 * 2)) = 1.2247
+    (1.0, 1e12, (1e12 - 1) / 1e6),                     # a lone complete answer: (G-1)/sqrt(G), about sqrt(G)
+    (7.5, 7.5, 0.0),                                   # k = G: all equal
+]
+
+
 def check_complete_advantage(complete_advantage) -> None:
-    """Exercise 2: complete_advantage(k, G) -> A of a complete answer (9.0) among G-k short ones (8.0)."""
+    """Exercise 2: complete_advantage(k, G) -> A of a complete answer (9.0) among G-k short ones (8.0), in closed
+    form: also at non-integer k and G, and at G = 10^12, where no group of rewards can be built."""
     name = "complete_advantage"
     if _not_done(name, complete_advantage(1, 8)):
         return
+
+    def call(k, G) -> float:
+        try:
+            return float(complete_advantage(k, G))
+        except Exception as e:   # a function that builds the group fails at k = 2.5 or G = 10^12
+            raise AssertionError(
+                f"{name}({k}, {G}) raised {type(e).__name__}: {e}. Write A as a formula in k and G, valid for any "
+                f"real 0 < k < G, and return 0.0 at k = 0 and k = G; a function that builds the group of rewards "
+                f"cannot take k = 2.5 or G = 10^12") from e
+
     for k, G, expected in ADVANTAGE_CASES:
-        got = float(complete_advantage(k, G))
+        got = call(k, G)
         assert math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
             f"{name}({k}, {G}) returned {got:.6f}, expected {expected:.6f} "
             f"(rewards: {k} x 9.0 and {G - k} x 8.0; A = (r - mean) / sample std; 0 when all are equal)")
-    print(f"{name}: correct ({len(ADVANTAGE_CASES)} cases; one complete answer among eight gets "
-          f"A = {ADVANTAGE_CASES[0][2]:.2f}, whatever the size of the rubric's 1-point bonus)")
+    for k, G, expected in CLOSED_FORM_CASES:
+        got = call(k, G)
+        assert math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9), (
+            f"{name}({k}, {G:g}) returned {got:.6f}, expected {expected:.6f}: the formula that is right at whole "
+            f"numbers, evaluated at k = {k}, G = {G:g} (mean 8 + k/G; sample variance k(G-k) / (G(G-1)))")
+    print(f"{name}: correct ({len(ADVANTAGE_CASES)} cases, and {len(CLOSED_FORM_CASES)} where no group can be built; "
+          f"one complete answer among eight gets A = {ADVANTAGE_CASES[0][2]:.2f}, whatever the size of the "
+          f"rubric's 1-point bonus, and among 10^12 about 10^6)")
 
 
 # ---------------------------------------------------------------------------
