@@ -200,16 +200,9 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     prompts greedily (the pass rate of samples against greedy answers), time one step of the run's size (the
     second of two, on a copy), measure its update's memory (on the CPU under the profiler, on CUDA by the
     allocator's peak), and check the settings. Returns (which policy, findings)."""
-    from .data import prompt_batch
-    from .model import completion_logprobs, pick_device, precision, sync_clock
-    from .optim import make_optimizer
+    from .model import pick_device
     from .pipeline import check_model, prepare_model, seed_everything, split
     from .reward import parse_reward
-    from .evaluate import generate
-    from .sampler import rollout
-    from .tasks import is_correct
-    from .tokenizer import encode
-    from .trainer import grpo_step
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     model, tok, which = start_policy(cfg, init, device)
@@ -217,6 +210,21 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     model = prepare_model(model, device)
     train = split(cfg, "train", tok)
     reward_fn = parse_reward(cfg.reward)
+    prompt_len, lengths, sampled = _sampled_findings(cfg, model, tok, which, train, reward_fn, prompts, device)
+    findings = settings_findings(cfg, sum(p.numel() for p in model.parameters())) + sampled
+    findings.append(_step_finding(cfg, model, tok, train, reward_fn, device, prompt_len, lengths))
+    return which, findings
+
+
+def _sampled_findings(cfg, model, tok, which: str, train: list[dict], reward_fn, prompts: int, device):
+    """preflight's findings from `prompts` sampled groups and the greedy answers to the same prompts. Returns
+    (the padded prompt length P, the completions' lengths, the findings)."""
+    from .data import prompt_batch
+    from .evaluate import generate
+    from .model import completion_logprobs, precision
+    from .sampler import rollout
+    from .tasks import is_correct
+    from .tokenizer import encode
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     batch = prompt_batch(train, 0, min(prompts, cfg.prompts_per_step), cfg.seed)
     with precision(device, cfg.sample_dtype or cfg.dtype):
@@ -228,17 +236,25 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
                                       merge=cfg.merge_prefixes).float()
     diff = ((trained - s.logps).abs() * s.completion_mask).max().item()
     lengths = s.completion_mask.sum(1).tolist()
-    findings = settings_findings(cfg, sum(p.numel() for p in model.parameters()))
     with precision(device, cfg.sample_dtype or cfg.dtype):
         greedy = generate(model, tok, [r["prompt"] for r in batch], max_new_tokens=cfg.max_new_tokens,
                           device=device, chat=cfg.chat_template)
     greedy_correct = [is_correct(r, c) for r, c in zip(batch, greedy)]
     longest = max(len(encode(tok, r["prompt"], chat=cfg.chat_template)) for r in train)
     fresh = which.startswith("a fresh model")   # the run's SFT builds it with cfg.max_seq_len positions
-    findings += sample_findings(cfg, lengths, s.truncated.tolist(), ro.correct, ro.rewards.tolist(), diff,
-                                cfg.prompts_per_step, longest, greedy_correct,
-                                None if fresh else getattr(model.config, "max_position_embeddings", None))
-    # one step of the run's size, on a copy (the policy and the generator are left as they were)
+    findings = sample_findings(cfg, lengths, s.truncated.tolist(), ro.correct, ro.rewards.tolist(), diff,
+                               cfg.prompts_per_step, longest, greedy_correct,
+                               None if fresh else getattr(model.config, "max_position_embeddings", None))
+    return s.prompt_ids.shape[1], lengths, findings
+
+
+def _step_finding(cfg, model, tok, train: list[dict], reward_fn, device, prompt_len: int, lengths) -> Finding:
+    """One step of the run's size on a copy (the policy and the generator are left as they were), timed (the
+    second of two) and its memory estimated and measured: the "one step" finding."""
+    from .data import prompt_batch
+    from .model import sync_clock
+    from .optim import make_optimizer
+    from .trainer import grpo_step
     twin = copy.deepcopy(model)
     opt = make_optimizer(twin.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
@@ -249,23 +265,13 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
         row = grpo_step(twin, ref, tok, opt, prompt_batch(train, k, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
                         torch.Generator(device=device).manual_seed(cfg.seed + 1))
         seconds = sync_clock(device) - t0
-    seq = s.prompt_ids.shape[1] + cfg.max_new_tokens
     trained = cfg.prompts_per_step * cfg.group_size * (1 - row["zero_var_frac"] if cfg.skip_zero_adv else 1)
-    state, activations = memory_estimate(cfg, model, trained, seq)
+    state, activations = memory_estimate(cfg, model, trained, prompt_len + cfg.max_new_tokens)
     MB = 2**20
     if device.type == "cuda":
         measured = f"measured peak {torch.cuda.max_memory_allocated(device) / MB:,.0f} MB"
     else:   # the update again, on the next batch, under the profiler: what it allocates above its start
-        from .advantage import group_advantages
-        from .loss import loss_mask
-        from .optim import update_policy
-        with precision(device, cfg.sample_dtype or cfg.dtype):
-            nxt = rollout(twin, tok, prompt_batch(train, 2, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
-                          torch.Generator(device=device).manual_seed(cfg.seed + 2))
-        adv = group_advantages(nxt.rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)
-        mask = loss_mask(nxt.samples.completion_mask, nxt.samples.truncated, cfg.mask_truncated)
-        _, peak = cpu_peak(lambda: update_policy(twin, opt, nxt.samples, adv, mask, cfg, ref_logp=None,
-                                                 skip_zero_adv=cfg.skip_zero_adv and cfg.beta == 0))
+        peak = _cpu_update_peak(cfg, twin, opt, tok, train, reward_fn, device)
         grads = sum(p.numel() for p in model.parameters()) * 4
         measured = (f"the update measured {peak / MB:,.0f} MB above its start on the CPU, against "
                     f"{(grads + activations) / MB:,.0f} MB estimated for its gradients and activations")
@@ -274,12 +280,28 @@ def preflight(cfg, init: str | None = None, prompts: int = 16) -> tuple[str, lis
     if cfg.max_new_tokens > 1.5 * mean_len:
         longer = (f" at today's {mean_len:.0f} tokens per completion (up to about "
                   f"{duration(seconds * cfg.steps * cfg.max_new_tokens / mean_len)} if they grew to the limit)")
-    findings.append(Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
-                            f"completions on {device}; {cfg.steps} steps take about {duration(seconds * cfg.steps)}"
-                            f"{longer}; "
-                            f"about {(state + activations) / MB:,.0f} MB by estimate; {measured}",
-                            f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s"))
-    return which, findings
+    return Finding("OK", "one step", f"{seconds:.2f} s for {cfg.prompts_per_step} x {cfg.group_size} "
+                   f"completions on {device}; {cfg.steps} steps take about {duration(seconds * cfg.steps)}"
+                   f"{longer}; about {(state + activations) / MB:,.0f} MB by estimate; {measured}",
+                   f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s")
+
+
+def _cpu_update_peak(cfg, twin, opt, tok, train: list[dict], reward_fn, device) -> int:
+    """Bytes the update allocates above its start on the CPU (under the profiler), on the batch after the timed ones."""
+    from .advantage import group_advantages
+    from .data import prompt_batch
+    from .loss import loss_mask
+    from .model import precision
+    from .optim import update_policy
+    from .sampler import rollout
+    with precision(device, cfg.sample_dtype or cfg.dtype):
+        nxt = rollout(twin, tok, prompt_batch(train, 2, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
+                      torch.Generator(device=device).manual_seed(cfg.seed + 2))
+    adv = group_advantages(nxt.rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)
+    mask = loss_mask(nxt.samples.completion_mask, nxt.samples.truncated, cfg.mask_truncated)
+    _, peak = cpu_peak(lambda: update_policy(twin, opt, nxt.samples, adv, mask, cfg, ref_logp=None,
+                                             skip_zero_adv=cfg.skip_zero_adv and cfg.beta == 0))
+    return peak
 
 
 def report(which: str, findings: list[Finding]) -> str:

@@ -15,7 +15,7 @@ import torch
 from .checks import CHOICES, check
 
 KL_ESTIMATORS = CHOICES["kl_estimator"]
-LOSS_TYPES = CHOICES["loss_type"][:5]   # the five aggregations of lesson 4; "cispo" is a loss of its own (token mean)
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "seq_sum")   # lesson 4's aggregations; "cispo" is a loss of its own
 TOKEN_MEAN = ("bnpo", "dapo", "cispo")   # the loss types that average over all tokens of the batch
 
 
@@ -40,8 +40,6 @@ def clipped_surrogate(ratio, advantages, eps_low: float, eps_high: float, delta:
         ratio = torch.clamp(ratio, max=delta)                                   # (N, T)
     return torch.minimum(ratio * advantages, clipped)                           # (N, T)
 
-
-clip_objective = clipped_surrogate  # the name STYLE.md uses for the same function
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -185,11 +183,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so
     garbage log-probs there cannot make the loss or its gradient NaN.
 
-    Returns the loss () and stats, python floats over unmasked tokens: "clip_low" (fraction with A < 0
-    and r < 1-eps_low), "clip_high" (A > 0 and r > 1+eps_high; for cispo r > cispo_max), "clip" (their
-    sum), "ratio_mean", "ratio_min", "ratio_max" (1.0 with no token), "kl" (mean estimate to ref_logp,
-    even when beta = 0; 0.0 without it), "surrogate" (mean objective), "tokens" (unmasked tokens).
-    With sync=False they stay 0-dim tensors on logp's device, so that a caller reads them all at once.
+    Returns the loss () and `loss_stats` over the unmasked tokens (python floats; with sync=False 0-dim
+    tensors on logp's device, so that a caller reads them all at once).
     """
     _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
                 kl_estimator, loss_type, max_completion_length, delta, cispo_max)
@@ -199,11 +194,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     adv = adv[:, None] if adv.dim() == 1 else adv                               # (N, 1) or (N, T)
     lp = torch.where(keep, logp, zeros)                                         # (N, T) padding -> 0
     old = torch.where(keep, old_logp.detach(), zeros)                           # (N, T)
-
     # 1. importance ratio to the sampling policy (padding: log r = 0, r = 1)
     ratio = importance_ratio(lp, old, mask, importance_sampling_level)          # (N, T), or (N, 1) for GSPO
-    # 2. the surrogate objective; the loss is its negative
-    if loss_type == "cispo":    # the weight is clipped and detached, the gradient flows through log pi
+    if loss_type == "cispo":    # 2. the surrogate (the loss is its negative); cispo's weight is clipped and detached
         surrogate = torch.clamp(ratio, max=cispo_max).detach() * adv * lp       # (N, T)
     else:
         surrogate = clipped_surrogate(ratio, adv, eps_low, eps_high, delta).expand_as(lp)  # (N, T)
@@ -211,41 +204,57 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     if is_weight is not None:   # the tokens were drawn by a sampler that is not pi_old
         per_token_loss = per_token_loss * torch.where(keep, is_weight.detach().to(logp.dtype), zeros)   # (N, T)
     # 3. KL penalty to the reference policy (not the old one)
-    kl = None
-    if ref_logp is not None:
-        kl = kl_estimate(lp, torch.where(keep, ref_logp.detach(), zeros), kl_estimator)  # (N, T)
-        if use_bias_correction_kl:
-            kl = kl * ratio                                                     # (N, T)
-        if beta > 0.0:
-            per_token_loss = per_token_loss + beta * kl                         # (N, T)
-    # 4. aggregate over tokens and sequences
+    kl = None if ref_logp is None else kl_to_reference(lp, ref_logp, keep, ratio, kl_estimator,
+                                                        use_bias_correction_kl)   # (N, T)
+    if kl is not None and beta > 0.0:
+        per_token_loss = per_token_loss + beta * kl                             # (N, T)
+    # 4. aggregate over tokens and sequences; 5. diagnostics, over unmasked tokens only
     loss = aggregate(per_token_loss, mask, loss_type, max_completion_length)    # ()
-
-    # 5. diagnostics, over unmasked tokens only
-    with torch.no_grad():
-        m = keep.to(logp.dtype)                                                 # (N, T)
-        n_tok = m.sum()
-        denom = n_tok.clamp(min=1.0)
-        r = ratio.detach().expand_as(lp)                                        # (N, T)
-        if loss_type == "cispo":
-            low, high = torch.zeros_like(keep), keep & (adv > 0) & (r > cispo_max)   # (N, T)
-        else:
-            low = keep & (adv < 0) & (r < 1.0 - eps_low)                        # (N, T)
-            high = keep & (adv > 0) & (r > 1.0 + eps_high)                      # (N, T)
-        one = torch.ones((), dtype=logp.dtype, device=logp.device)
-        inf = torch.full((), float("inf"), dtype=logp.dtype, device=logp.device)
-        empty = n_tok == 0                                                      # no token: every ratio stat is 1
-        stats = {
-            "clip_low": low.to(logp.dtype).sum() / denom,
-            "clip_high": high.to(logp.dtype).sum() / denom,
-            "clip": (low | high).to(logp.dtype).sum() / denom,
-            "ratio_mean": torch.where(n_tok > 0, (r * m).sum() / denom, one),
-            "ratio_min": torch.where(empty, one, torch.where(keep, r, inf).min()),
-            "ratio_max": torch.where(empty, one, torch.where(keep, r, -inf).max()),
-            "kl": (kl.detach() * m).sum() / denom if kl is not None else 0.0 * one,
-            "surrogate": (surrogate.detach() * m).sum() / denom,
-            "tokens": n_tok,
-        }
-        if sync:   # one transfer for all of them
-            stats = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+    stats = loss_stats(keep, adv, ratio, surrogate, kl, loss_type, eps_low, eps_high, cispo_max, sync)
     return loss, stats
+
+
+def kl_to_reference(lp: torch.Tensor, ref_logp: torch.Tensor, keep: torch.Tensor, ratio: torch.Tensor,
+                    kl_estimator: str, use_bias_correction_kl: bool) -> torch.Tensor:
+    """grpo_loss's per-token KL estimate to pi_ref (N, T), 0 at padding; times the ratio r when the samples are
+    pi_old's and the bias is corrected (DeepSeek-V3.2, TRL's use_bias_correction_kl)."""
+    kl = kl_estimate(lp, torch.where(keep, ref_logp.detach(), torch.zeros_like(lp)), kl_estimator)   # (N, T)
+    return kl * ratio if use_bias_correction_kl else kl                          # (N, T)
+
+
+@torch.no_grad()
+def loss_stats(keep: torch.Tensor, adv: torch.Tensor, ratio: torch.Tensor, surrogate: torch.Tensor,
+               kl: torch.Tensor | None, loss_type: str, eps_low: float, eps_high: float, cispo_max: float,
+               sync: bool = True) -> dict:
+    """grpo_loss's diagnostics over the unmasked tokens: "clip_low" (fraction with A < 0 and r < 1-eps_low),
+    "clip_high" (A > 0 and r > 1+eps_high; for cispo r > cispo_max), "clip" (their sum), "ratio_mean",
+    "ratio_min", "ratio_max" (1.0 with no token), "kl" (mean estimate to ref_logp, even when beta = 0; 0.0
+    without it), "surrogate" (mean objective), "tokens" (unmasked tokens).
+    keep (N, T) bool; adv (N, 1) or (N, T); ratio (N, T) or (N, 1); surrogate (N, T); kl (N, T) or None."""
+    dtype, device = surrogate.dtype, surrogate.device
+    m = keep.to(dtype)                                                          # (N, T)
+    n_tok = m.sum()
+    denom = n_tok.clamp(min=1.0)
+    r = ratio.detach().expand_as(surrogate)                                     # (N, T)
+    if loss_type == "cispo":
+        low, high = torch.zeros_like(keep), keep & (adv > 0) & (r > cispo_max)   # (N, T)
+    else:
+        low = keep & (adv < 0) & (r < 1.0 - eps_low)                            # (N, T)
+        high = keep & (adv > 0) & (r > 1.0 + eps_high)                          # (N, T)
+    one = torch.ones((), dtype=dtype, device=device)
+    inf = torch.full((), float("inf"), dtype=dtype, device=device)
+    empty = n_tok == 0                                                          # no token: every ratio stat is 1
+    stats = {
+        "clip_low": low.to(dtype).sum() / denom,
+        "clip_high": high.to(dtype).sum() / denom,
+        "clip": (low | high).to(dtype).sum() / denom,
+        "ratio_mean": torch.where(n_tok > 0, (r * m).sum() / denom, one),
+        "ratio_min": torch.where(empty, one, torch.where(keep, r, inf).min()),
+        "ratio_max": torch.where(empty, one, torch.where(keep, r, -inf).max()),
+        "kl": (kl.detach() * m).sum() / denom if kl is not None else 0.0 * one,
+        "surrogate": (surrogate.detach() * m).sum() / denom,
+        "tokens": n_tok,
+    }
+    if sync:   # one transfer for all of them
+        stats = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+    return stats

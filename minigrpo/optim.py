@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -133,78 +133,110 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     sizes = torch.stack([torch.tensor(float(len(mask)), device=device), mask.sum().float(),
                          torch.tensor(float(len(idx)), device=device)])
     total_rows, total_tokens, total_kept = total(sizes, r).tolist() if r.active else (None, None, len(idx))
-    weight = 1.0 if len(idx) else 0.0                                           # a rank with no row: weight 0
-    chunks = micro_batches(idx if len(idx) else torch.zeros(1, dtype=torch.long, device=device),
-                           cfg.micro_batch_size)                                # (k,) each
-    args = lambda rows: (s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows], s.completion_mask[rows])
+    batch = _Batch(samples=s, adv=adv, mask=mask, ref_logp=ref_logp, total_rows=total_rows,
+                   total_tokens=total_tokens, weight=1.0 if len(idx) else 0.0,   # a rank with no row: weight 0
+                   chunks=micro_batches(idx if len(idx) else torch.zeros(1, dtype=torch.long, device=device),
+                                        cfg.micro_batch_size))                  # (k,) each
     loss, grad_norm = 0.0, 0.0
     stats = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio_mean": 1.0}
     policy.train()
-    old, diff, ratios = s.logps, None, []                                       # (N, T)
-    mismatch = sampler_differs(cfg)   # pi_old is the trainer's; the sampler's log-probs only weight the tokens
-    if cfg.num_iterations > 1 and (cfg.old_logps == "recompute" or mismatch) and len(idx):
+    batch.old, diff, ratios = s.logps, None, []                                 # (N, T)
+    batch.mismatch = sampler_differs(cfg)   # pi_old is the trainer's; the sampler's log-probs only weight tokens
+    if cfg.num_iterations > 1 and (cfg.old_logps == "recompute" or batch.mismatch) and len(idx):
         recomputed = logprobs_in_chunks(policy, s, idx, cfg)                    # (K, T)
         diff = ((recomputed - s.logps[idx]).abs() * mask[idx]).max().item()
-        old = s.logps.clone()
-        old[idx] = recomputed
-    diffs = []   # mu = 1 with a mismatched sampler: max |log pi_old - log pi_sampler| of each chunk
+        batch.old = s.logps.clone()
+        batch.old[idx] = recomputed
     for it in range(cfg.num_iterations if total_kept else 0):
-        opt.zero_grad(set_to_none=True)
-        parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=device)
-        for c, rows in enumerate(chunks):
-            last = c == len(chunks) - 1
-            quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
-            with quiet(), precision(device, cfg.dtype):   # DDP all-reduces in the last chunk's backward only
-                logp = completion_logprobs(policy, *args(rows), cfg.temperature,
-                                           share_prompts=cfg.share_prompts, merge=cfg.merge_prefixes)   # (k, T)
-            logp = logp.float()
-            old_logp = logp.detach() if cfg.num_iterations == 1 else old[rows]    # (k, T)
-            is_weight = None
-            if mismatch:   # truncated importance sampling: the tokens came from the sampler, not pi_old
-                gap = (old_logp - s.logps[rows]) * mask[rows]                      # (k, T) log pi_old / pi_sampler
-                raw = gap.exp()                                                    # (k, T) pi_old / pi_sampler
-                is_weight = raw.clamp(max=cfg.is_cap)                              # (k, T)
-                if cfg.num_iterations == 1:
-                    diffs.append(gap.abs().max())
-            part, part_stats = grpo_loss(
-                logp, old_logp, adv[rows], mask[rows], eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta,
-                ref_logp=None if ref_logp is None else ref_logp[rows], kl_estimator=cfg.kl_estimator,
-                loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
-                importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
-                use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False)
-            if is_weight is not None:   # token-weighted means, combined like the others
-                m = mask[rows].to(logp.dtype)
-                n = m.sum().clamp(min=1)
-                part_stats["is_weight_mean"] = (is_weight * m).sum() / n
-                part_stats["is_capped"] = ((raw > cfg.is_cap) & mask[rows].bool()).to(logp.dtype).sum() / n
-            share = batch_share(mask, rows, cfg.loss_type, total_rows, total_tokens)   # its share of the batch's loss
-            part = part * share * weight
-            part_stats["tokens"] = part_stats["tokens"] * weight                 # a weight-0 row is not counted
-            with quiet():
-                (scaler.scale(part * r.world) if scaler is not None else part * r.world).backward()
-            parts.append((part.detach(), part_stats))
-            if trace is not None:
-                _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
-        norm = clip_gradients(policy, opt, cfg.grad_clip, scaler)
-        batch_loss, combined = _combine(parts)
-        if r.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
-            batch_loss = total(batch_loss, r)
-        values = torch.stack([batch_loss, norm.to(batch_loss), *combined.values()]).tolist()   # one host sync
-        loss, grad_norm, stats = values[0], values[1], dict(zip(combined, values[2:]))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"non-finite GRPO loss ({loss}) at update {it + 1}; "
-                                     f"try a lower lr or a smaller eps_high")
-        apply_step(opt, scaler)
+        loss, grad_norm, stats, traced = _one_update(policy, opt, batch, cfg, it, trace, scaler, r)
         if trace is not None:
             ratios.append(traced)
     policy.eval()
     if trace is not None and not ratios:   # no row was trained: every ratio stayed 1
         ratios = [torch.ones(len(trace), mask.shape[1], device=mask.device)] * cfg.num_iterations
     kept_frac = (mask[idx].sum() / mask.sum().clamp(min=1)).item() if len(idx) else 0.0
-    if diffs:
-        diff = torch.stack(diffs).max().item()
+    if batch.diffs:
+        diff = torch.stack(batch.diffs).max().item()
     return Update(loss=loss, grad_norm=grad_norm, stats=stats, kept_frac=kept_frac,
                   logp_diff_max=diff, ratios=ratios if trace is not None else None)
+
+
+@dataclass
+class _Batch:
+    """What every one of update_policy's mu updates reads: the sampled batch and how its loss is split and scaled."""
+    samples: object                       # sampler.Samples, N rows
+    adv: torch.Tensor                     # (N,) or (N, T)
+    mask: torch.Tensor                    # (N, T)
+    ref_logp: torch.Tensor | None         # (N, T)
+    total_rows: float | None              # the global batch's rows and tokens under torchrun (None: this batch)
+    total_tokens: float | None
+    weight: float                         # 0.0 on a rank with no row (it runs one so that it joins the all-reduce)
+    chunks: list                          # micro-batches of kept row indices, (k,) each
+    old: torch.Tensor | None = None       # (N, T) log pi_old: the sampler's, or recomputed before the first update
+    mismatch: bool = False                # the sampler is not the trainer: truncated importance weights
+    diffs: list = field(default_factory=list)   # mu = 1, mismatched sampler: max |log pi_old - log pi_sampler|
+
+
+def _one_update(policy, opt, b: _Batch, cfg, it: int, trace, scaler, r: Ranks):
+    """One of the mu updates: every chunk's weighted loss back-propagated, the gradient clipped, one step.
+    Returns (loss, grad_norm, stats, traced ratios (R, T) or an empty tensor); raises on a non-finite loss."""
+    mask = b.mask
+    opt.zero_grad(set_to_none=True)
+    parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=mask.device)
+    for c, rows in enumerate(b.chunks):
+        last = c == len(b.chunks) - 1
+        quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
+        logp, old_logp, part, part_stats = _chunk_loss(policy, b, rows, cfg, quiet)
+        share = batch_share(mask, rows, cfg.loss_type, b.total_rows, b.total_tokens)   # its share of the batch's loss
+        part = part * share * b.weight
+        part_stats["tokens"] = part_stats["tokens"] * b.weight                  # a weight-0 row is not counted
+        with quiet():
+            (scaler.scale(part * r.world) if scaler is not None else part * r.world).backward()
+        parts.append((part.detach(), part_stats))
+        if trace is not None:
+            _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
+    norm = clip_gradients(policy, opt, cfg.grad_clip, scaler)
+    batch_loss, combined = _combine(parts)
+    if r.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
+        batch_loss = total(batch_loss, r)
+    values = torch.stack([batch_loss, norm.to(batch_loss), *combined.values()]).tolist()   # one host sync
+    loss, grad_norm, stats = values[0], values[1], dict(zip(combined, values[2:]))
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite GRPO loss ({loss}) at update {it + 1}; "
+                                 f"try a lower lr or a smaller eps_high")
+    apply_step(opt, scaler)
+    return loss, grad_norm, stats, traced
+
+
+def _chunk_loss(policy, b: _Batch, rows: torch.Tensor, cfg, quiet):
+    """One chunk's training forward and grpo_loss (its stats as tensors), with the truncated importance weights of a
+    mismatched sampler. Returns (logp (k, T), old_logp (k, T), the unweighted loss (), its stats)."""
+    s, mask = b.samples, b.mask
+    with quiet(), precision(mask.device, cfg.dtype):   # DDP all-reduces in the last chunk's backward only
+        logp = completion_logprobs(policy, s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
+                                   s.completion_mask[rows], cfg.temperature, share_prompts=cfg.share_prompts,
+                                   merge=cfg.merge_prefixes)                    # (k, T)
+    logp = logp.float()
+    old_logp = logp.detach() if cfg.num_iterations == 1 else b.old[rows]       # (k, T)
+    is_weight = None
+    if b.mismatch:   # truncated importance sampling: the tokens came from the sampler, not pi_old
+        gap = (old_logp - s.logps[rows]) * mask[rows]                          # (k, T) log pi_old / pi_sampler
+        raw = gap.exp()                                                        # (k, T) pi_old / pi_sampler
+        is_weight = raw.clamp(max=cfg.is_cap)                                  # (k, T)
+        if cfg.num_iterations == 1:
+            b.diffs.append(gap.abs().max())
+    part, part_stats = grpo_loss(
+        logp, old_logp, b.adv[rows], mask[rows], eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta,
+        ref_logp=None if b.ref_logp is None else b.ref_logp[rows], kl_estimator=cfg.kl_estimator,
+        loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
+        importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
+        use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False)
+    if is_weight is not None:   # token-weighted means, combined like the others
+        m = mask[rows].to(logp.dtype)
+        n = m.sum().clamp(min=1)
+        part_stats["is_weight_mean"] = (is_weight * m).sum() / n
+        part_stats["is_capped"] = ((raw > cfg.is_cap) & mask[rows].bool()).to(logp.dtype).sum() / n
+    return logp, old_logp, part, part_stats
 
 
 def _combine(parts: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:

@@ -9,7 +9,7 @@ drawn), the number the training forward computes, so it serves as the old policy
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -117,92 +117,128 @@ def sample_group(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, 
     G = group_size
     N = B * G
     device = prompt_ids.device
-    # 1. prefill: one forward over the B prompts fills the cache; the batch's rows are then the B prompts
+    d = _prefill(model, prompt_ids, prompt_mask, G, share_prompt)             # 1-2. the prompts' cache, first logits
+    d.merge = merge and compact
+    stops = torch.as_tensor(eos_id, device=device).reshape(-1)              # (S,) stop ids
+    d.done = torch.zeros(N, dtype=torch.bool, device=device)                  # (N,)
+    d.alive = torch.arange(N, device=device)                                  # (n,) rows drawn for at this step
+    d.node = d.alive // G                                                     # (n,) each row's batch row (None: same)
+    # 3. decode one token per step; `logits` (m, V) are those of the batch's m rows, row i of `alive` reads node[i]
+    with attention_as(model, NAME) if d.shared else contextlib.nullcontext():
+        for t in range(max_new_tokens):
+            tok = _draw_step(d, N, pad_id, temperature, top_k, top_p, greedy, draw, generator)   # (N,)
+            d.done = d.done | torch.isin(tok, stops)
+            if bool(d.done.all()) or t == max_new_tokens - 1:
+                break
+            _next_step(model, d, tok, compact)
+    model.train(was_training)
+    return Samples(
+        prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
+        prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
+        completion_ids=torch.stack(d.tokens, dim=1),                          # (N, T)
+        completion_mask=torch.stack(d.masks, dim=1).long(),                   # (N, T)
+        logps=torch.stack(d.logps, dim=1),
+        entropy=torch.stack(d.entropies, dim=1),
+        truncated=~d.done,
+    )
+
+
+@dataclass
+class _Decoding:
+    """sample_group's state between decoding steps: the m batch rows the model runs and the n <= N rows drawn for."""
+    cache: object                    # the completions' KV cache (with `shared`, the prompts' sits in `extra`)
+    kv: dict                         # the forward's keyword for that cache (model.cache_kwarg)
+    extra: dict                      # {"shared_prompt": SharedPrompt} with `shared`, else {}
+    shared: bool                     # the rows of a prompt decode against one copy of its keys and values
+    logits: torch.Tensor             # (m, V) the batch rows' next-token logits
+    attn: torch.Tensor               # (m, P + t) the batch rows' attention mask (unused with `shared`)
+    next_pos: torch.Tensor           # (m, 1) the position of each batch row's next token
+    merge: bool = True               # one batch row per distinct prefix of a prompt's rows
+    done: torch.Tensor | None = None     # (N,) rows that have emitted a stop id
+    alive: torch.Tensor | None = None    # (n,) the rows drawn for at this step
+    node: torch.Tensor | None = None     # (n,) each alive row's batch row; None: row i is batch row i
+    tokens: list = field(default_factory=list)      # per step (N,): the drawn tokens, PAD where finished
+    logps: list = field(default_factory=list)       # per step (N,): log pi of the drawn token, 0 where finished
+    masks: list = field(default_factory=list)       # per step (N,): rows not finished before the step
+    entropies: list = field(default_factory=list)   # per step (N,): the entropy of each row's distribution
+
+
+def _prefill(model, prompt_ids, prompt_mask, G: int, share_prompt: bool) -> _Decoding:
+    """One forward over the B prompts fills the cache; the batch's rows are then the B prompts. With share_prompt
+    the prompts' cache stays at B rows and a new cache takes the completions' keys (shared_prompt.py); else each
+    batch row has its own copy of its prompt's cache."""
     cache = DynamicCache()                                                    # filled in place by each forward
     kv = cache_kwarg(cache)
     pos = positions(prompt_mask)                                              # (B, P)
     keep = {"logits_to_keep": 1} if _keeps_logits(type(model)) else {}      # the LM head at the last position only
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, **kv, use_cache=True, **keep)
     logits = out.logits[:, -1, :].float()                                     # (m, V), m = B batch rows
-    # 2. the cache's rows: with share_prompt the prompts' cache stays at B rows and a new cache takes the
-    #    completions' keys (shared_prompt.py); else each batch row has its own copy of its prompt's cache
     shared = share_prompt and G > 1 and supported(model)
+    extra = {}
     if shared:
         extra = {"shared_prompt": SharedPrompt(cache, prompt_mask, G)}
         cache = DynamicCache()
         kv = cache_kwarg(cache)
+    return _Decoding(cache=cache, kv=kv, extra=extra, shared=shared, logits=logits, attn=prompt_mask,
+                     next_pos=pos[:, -1:] + 1)
+
+
+def _draw_step(d: _Decoding, N: int, pad_id: int, temperature: float, top_k: int, top_p: float, greedy: bool,
+               draw: str, generator) -> torch.Tensor:
+    """Draw this step's token for the alive rows from their batch rows' distributions and record it, its log-prob,
+    the entropy and the mask for all N rows. Returns the tokens (N,), PAD for rows finished before."""
+    device = d.done.device
+    logp_all = F.log_softmax(d.logits / temperature, dim=-1)                  # (m, V)
+    probs = logp_all.softmax(-1)                                              # (m, V) = exp(logp_all)
+    node = d.node
+    row_of = (lambda x: x) if node is None else (lambda x: x.index_select(0, node))   # (m, ...) -> (n, ...)
+    if greedy:
+        drawn = row_of(logp_all.argmax(-1))                                   # (n,)
     else:
-        extra = {}
-    attn = prompt_mask                                                        # (m, P) batch rows' attention mask
-    next_pos = pos[:, -1:] + 1                                                # (m, 1)
-    merge = merge and compact
-    stops = torch.as_tensor(eos_id, device=device).reshape(-1)              # (S,) stop ids
-    done = torch.zeros(N, dtype=torch.bool, device=device)                    # (N,)
-    alive = torch.arange(N, device=device)                                    # (n,) rows drawn for at this step
-    node = alive // G                                                         # (n,) each row's batch row (None: the same)
-    tokens, logps, masks, entropies = [], [], [], []
-    # 3. decode one token per step; `logits` (m, V) are those of the batch's m rows, row i of `alive` reads node[i]
-    with attention_as(model, NAME) if shared else contextlib.nullcontext():
-        for t in range(max_new_tokens):
-            logp_all = F.log_softmax(logits / temperature, dim=-1)                # (m, V)
-            probs = logp_all.softmax(-1)                                          # (m, V) = exp(logp_all)
-            row_of = (lambda x: x) if node is None else (lambda x: x.index_select(0, node))   # (m, ...) -> (n, ...)
-            if greedy:
-                drawn = row_of(logp_all.argmax(-1))                               # (n,)
-            else:
-                filtered = top_k or top_p < 1.0
-                probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (m, V)
-                drawn = draw_rows(row_of(probs_drawn), alive, N, draw, generator)  # (n,)
-            live = ~done[alive]                                                   # (n,) rows not finished before t
-            tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)      # (N,) PAD for finished rows
-            tok[alive] = drawn.masked_fill(~live, pad_id)
-            step_logp = torch.zeros(N, device=device)                             # (N,)
-            step_logp[alive] = row_of(logp_all).gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
-            step_entropy = torch.zeros(N, device=device)                          # (N,)
-            step_entropy[alive] = row_of(-(probs * logp_all).sum(-1)) * live
-            masks.append(~done)
-            logps.append(step_logp)
-            entropies.append(step_entropy)
-            tokens.append(tok)
-            done = done | torch.isin(tok, stops)
-            if bool(done.all()) or t == max_new_tokens - 1:
-                break
-            # the next step's batch rows, and for each the batch row (`parent`) whose cache it continues
-            stay = (~done[alive]).nonzero().squeeze(-1) if compact else torch.arange(len(alive), device=device)
-            rows = alive[stay]                                                    # (n',) of the n rows
-            parent = stay if node is None else node[stay]                         # (n',) each row's batch row
-            if merge:   # one batch row per distinct (batch row, token): the nodes of the groups' prefix trees
-                V = logits.shape[-1]
-                nodes, node = torch.unique(parent * V + tok[rows], return_inverse=True)     # (m',), (n',)
-                parent = nodes // V                                               # (m',)
-                first = first_rows(node, rows, len(nodes))                        # (m',) a row of each
-                step_tok, batch_rows = tok[first], first
-            else:
-                node, step_tok, batch_rows = None, tok[rows], rows
-            alive = rows
-            if len(parent) != len(logits) or not torch.equal(parent, torch.arange(len(parent), device=device)):
-                cache.batch_select_indices(parent)                                # (m', ...) per layer
-                attn, next_pos = attn[parent], next_pos[parent]
-            if shared:
-                extra["shared_prompt"].select(batch_rows)
-            if not shared:
-                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)    # (m', P+t+1)
-            out = model(input_ids=step_tok.unsqueeze(-1), attention_mask=None if shared else attn,
-                        position_ids=next_pos, **kv, use_cache=True, **extra)
-            logits = out.logits[:, -1, :].float()                                 # (m', V)
-            next_pos = next_pos + 1
-    model.train(was_training)
-    completion_ids = torch.stack(tokens, dim=1)                               # (N, T)
-    completion_mask = torch.stack(masks, dim=1).long()                        # (N, T)
-    return Samples(
-        prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
-        prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logps=torch.stack(logps, dim=1),
-        entropy=torch.stack(entropies, dim=1),
-        truncated=~done,
-    )
+        filtered = top_k or top_p < 1.0
+        probs_drawn = filter_logits(logp_all, top_k, top_p).softmax(-1) if filtered else probs  # (m, V)
+        drawn = draw_rows(row_of(probs_drawn), d.alive, N, draw, generator)   # (n,)
+    live = ~d.done[d.alive]                                                   # (n,) rows not finished before t
+    tok = torch.full((N,), pad_id, dtype=drawn.dtype, device=device)          # (N,) PAD for finished rows
+    tok[d.alive] = drawn.masked_fill(~live, pad_id)
+    step_logp = torch.zeros(N, device=device)                                 # (N,)
+    step_logp[d.alive] = row_of(logp_all).gather(-1, drawn.unsqueeze(-1)).squeeze(-1) * live
+    step_entropy = torch.zeros(N, device=device)                              # (N,)
+    step_entropy[d.alive] = row_of(-(probs * logp_all).sum(-1)) * live
+    d.masks.append(~d.done)
+    d.logps.append(step_logp)
+    d.entropies.append(step_entropy)
+    d.tokens.append(tok)
+    return tok
+
+
+def _next_step(model, d: _Decoding, tok: torch.Tensor, compact: bool) -> None:
+    """The next step's batch rows, each with the batch row (`parent`) whose cache it continues, and their forward on
+    the token just drawn: d.logits becomes (m', V)."""
+    device = tok.device
+    stay = (~d.done[d.alive]).nonzero().squeeze(-1) if compact else torch.arange(len(d.alive), device=device)
+    rows = d.alive[stay]                                                      # (n',) of the n rows
+    parent = stay if d.node is None else d.node[stay]                         # (n',) each row's batch row
+    if d.merge:   # one batch row per distinct (batch row, token): the nodes of the groups' prefix trees
+        V = d.logits.shape[-1]
+        nodes, d.node = torch.unique(parent * V + tok[rows], return_inverse=True)   # (m',), (n',)
+        parent = nodes // V                                                   # (m',)
+        first = first_rows(d.node, rows, len(nodes))                          # (m',) a row of each
+        step_tok, batch_rows = tok[first], first
+    else:
+        d.node, step_tok, batch_rows = None, tok[rows], rows
+    d.alive = rows
+    if len(parent) != len(d.logits) or not torch.equal(parent, torch.arange(len(parent), device=device)):
+        d.cache.batch_select_indices(parent)                                  # (m', ...) per layer
+        d.attn, d.next_pos = d.attn[parent], d.next_pos[parent]
+    if d.shared:
+        d.extra["shared_prompt"].select(batch_rows)
+    else:
+        d.attn = torch.cat([d.attn, torch.ones_like(d.attn[:, :1])], dim=1)   # (m', P+t+1)
+    out = model(input_ids=step_tok.unsqueeze(-1), attention_mask=None if d.shared else d.attn,
+                position_ids=d.next_pos, **d.kv, use_cache=True, **d.extra)
+    d.logits = out.logits[:, -1, :].float()                                   # (m', V)
+    d.next_pos = d.next_pos + 1
 
 
 def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

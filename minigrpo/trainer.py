@@ -128,110 +128,170 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     """
     device = next(policy.parameters()).device
     r = start_ranks(cfg, device)                     # torchrun: this process's rank (distributed.py)
-    if r.active and cfg.algo == "ppo":
-        raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
+    _check_run(cfg, r, critic)
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
     reward_fn = parse_reward(cfg.reward)
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
-    # the training forward: the model itself, or (DDP, compile) a module whose forward is it (model.LogprobHead)
-    trainee = LogprobHead(policy) if plain_head(policy) and (r.active or cfg.torch_compile) else policy
-    trainee = wrap(trainee, device, r)               # DDP with several ranks
-    if cfg.torch_compile:                            # the training forward only: sampling's shapes change every step
-        trainee = torch.compile(trainee, dynamic=True)
-    opt = make_optimizer(trainee.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
-    if critic is not None and cfg.algo != "ppo":
-        raise ValueError(f"a critic was given to train_grpo, but algo={cfg.algo!r} has none: only algo='ppo' uses one")
-    if cfg.algo == "ppo" and critic is None:
-        critic = Critic(policy, cfg)
+    trainee, opt, scaler = _trainee(policy, cfg, device, r)
+    critic = Critic(policy, cfg) if cfg.algo == "ppo" and critic is None else critic
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * r.rank)   # each rank its own samples
     state = restore(resume, opt, generator, critic) if resume else {}
     if r.active and "generators" in state.get("extra", {}):
         generator.set_state(state["extra"]["generators"][r.rank].to(generator.get_state().device))
     first = state.get("step", 0)
     reference, ref_models = reference_record(ref_model, start, resume, state) if ref_model is not None else ({}, {})
-    log = traces = None
-    if r.main:   # rank 0 alone writes
-        save_config(cfg, os.path.join(cfg.out_dir, "run_config.json"))
-        # a resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)
-        log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
-                            rows=state["extra"].get("metrics") if resume else None)
-        traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
+    log, traces = _open_logs(cfg, r, resume, first, state)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
-    watch = Watch(cfg)   # the doctor's rules on the metrics: a one-line diagnosis the first time one fires
-    for old in (log.rows if log is not None else []):   # a resumed run: the rules that fired before stay quiet
-        watch.check({k: v for k, v in old.items() if k != "doctor"})
+    watch = _watch(cfg, log)
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
         nonlocal saved
-        generators = gather_objects(generator.get_state(), r)          # every rank takes part
-        if r.main:
-            extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
-                     **({"generators": generators} if r.active else {}),
-                     **({"critic": critic.state()} if critic is not None else {})}
-            save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
+        _save(ckpt, step, policy, tok, cfg, opt, generator, r, log, reference, critic, ref_models)
         saved = step
 
-    bar = tqdm(range(first, cfg.steps), desc=cfg.algo.upper(), disable=not progress or not r.main, initial=first,
-               total=cfg.steps, mininterval=0.5)
-    if log is not None:
-        log.bar = bar
+    bar = _bar(cfg, first, progress and r.main, log)
     step = first
     try:
         with StopAfterStep() as stop:
             for step in bar:
-                set_lr(opt, grpo_lr(step, cfg))
-                batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), r)
-                if critic is None:
-                    more = lambda k, step=step: shard(prompt_batch(train_records, step, cfg.prompts_per_step,
-                                                                   cfg.seed, k), r)
-                    trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-                    row = grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler,
-                                    ranks=r)
-                else:
-                    row = ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
-                row = {"step": step + 1, **row}
-                tokens = row.pop("tokens", None)
-                if r.active:   # one row for the global batch (distributed.merge_rows)
-                    row = merge_rows(gather_objects(row, r))
-                if r.main and tokens is not None:   # the clip scrubber's data (lesson 9): one line per traced step
-                    traces.append({"step": step + 1, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
-                                   "groups": cfg.group_size, "completions": tokens})
-                if r.main and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps):
-                    with precision(device, cfg.dtype):
-                        ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
-                                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
-                    row["eval_accuracy"] = ev["accuracy"]
-                    if "style_shares" in ev:  # equations: which section-6 style the correct answers use
-                        row["eval_complete_share"] = ev["complete_share"]
-                        row["eval_style_shares"] = ev["style_shares"]
-                    if "worked_share" in ev:  # multiplication: how many answers show the working, and how well
-                        row["eval_worked_share"] = ev["worked_share"]
-                        row["eval_style_accuracy"] = ev["style_accuracy"]
-                if r.main:
-                    notes = watch.check(row)
-                    if notes:   # in the metrics file too
-                        row["doctor"] = notes
-                        if progress:
-                            for note in notes:
-                                tqdm.write(note)
-                    log.log(row)
+                row = _run_step(step, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg,
+                                generator, scaler, r)
+                _finish_row({"step": step + 1, **row}, policy, tok, eval_records, cfg, r, log, traces, watch, progress)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
                 if stop.requested:  # Ctrl-C during this step: it is finished and saved
                     break
     except (FloatingPointError, CheckpointError, KeyboardInterrupt) as e:
         bar.close()
-        second_ctrl_c = isinstance(e, KeyboardInterrupt)   # in the middle of a step
-        kept = "no checkpoint had been written yet" if saved is None else \
-            f"the {'newest' if second_ctrl_c else 'last good'} checkpoint (step {saved}) is kept in {ckpt}"
-        if second_ctrl_c:
-            print(f"stopped at once in step {step + 1}: {kept}")
+        err = _stopped(e, step, saved, ckpt)
+        if err is e:   # a second Ctrl-C: as it came
             raise
-        raise type(e)(f"step {step + 1}: {e}; training stopped, {kept}") from e
+        raise err from e
     bar.close()
     if stop.requested:
         print(f"interrupted: checkpoint of step {step + 1} saved to {ckpt} (resume with --resume {ckpt})")
         raise KeyboardInterrupt(f"stopped after step {step + 1}")
     return log.rows if log is not None else []
+
+
+def _run_step(step: int, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg, generator,
+              scaler, r: Ranks) -> dict:
+    """GRPO step `step` (0-based; or PPO's, with a critic) on its batch of prompts, this rank's share; its row."""
+    set_lr(opt, grpo_lr(step, cfg))
+    batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), r)
+    if critic is not None:
+        return ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
+    more = lambda k: shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, k), r)
+    trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
+    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=r)
+
+
+def _save(ckpt: str, step: int, policy, tok, cfg, opt, generator, r: Ranks, log, reference, critic,
+          ref_models) -> None:
+    """A checkpoint of `step`, written atomically by rank 0; every rank hands it its generator's state."""
+    generators = gather_objects(generator.get_state(), r)          # every rank takes part
+    if r.main:
+        extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
+                 **({"generators": generators} if r.active else {}),
+                 **({"critic": critic.state()} if critic is not None else {})}
+        save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
+
+
+def _watch(cfg, log) -> Watch:
+    """The doctor's rules on the metrics (a one-line diagnosis the first time one fires); in a resumed run the
+    rules that fired before stay quiet."""
+    watch = Watch(cfg)
+    for old in (log.rows if log is not None else []):
+        watch.check({k: v for k, v in old.items() if k != "doctor"})
+    return watch
+
+
+def _bar(cfg, first: int, show: bool, log):
+    """The steps' progress bar (tqdm.auto), from `first` of cfg.steps; the metrics logger writes its postfix."""
+    bar = tqdm(range(first, cfg.steps), desc=cfg.algo.upper(), disable=not show, initial=first, total=cfg.steps,
+               mininterval=0.5)
+    if log is not None:
+        log.bar = bar
+    return bar
+
+
+def _check_run(cfg, r: Ranks, critic) -> None:
+    """One-line errors, before anything is built, for a run train_grpo cannot do."""
+    if r.active and cfg.algo == "ppo":
+        raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
+    if critic is not None and cfg.algo != "ppo":
+        raise ValueError(f"a critic was given to train_grpo, but algo={cfg.algo!r} has none: only algo='ppo' uses one")
+
+
+def _trainee(policy, cfg, device, r: Ranks):
+    """The training forward (the model itself, or under DDP / compile a module whose forward is it:
+    model.LogprobHead), its AdamW, and a GradScaler for float16 (None otherwise)."""
+    trainee = LogprobHead(policy) if plain_head(policy) and (r.active or cfg.torch_compile) else policy
+    trainee = wrap(trainee, device, r)               # DDP with several ranks
+    if cfg.torch_compile:                            # the training forward only: sampling's shapes change every step
+        trainee = torch.compile(trainee, dynamic=True)
+    opt = make_optimizer(trainee.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if cfg.dtype == "float16" else None   # float16 needs loss scaling
+    return trainee, opt, scaler
+
+
+def _open_logs(cfg, r: Ranks, resume, first: int, state: dict):
+    """(metrics logger, token log) on rank 0, which alone writes, with run_config.json; (None, None) elsewhere.
+    A resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)."""
+    if not r.main:
+        return None, None
+    save_config(cfg, os.path.join(cfg.out_dir, "run_config.json"))
+    log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
+                        rows=state["extra"].get("metrics") if resume else None)
+    traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
+    return log, traces
+
+
+def _finish_row(row: dict, policy, tok, eval_records, cfg, r: Ranks, log, traces, watch, progress: bool) -> None:
+    """A step's row, completed and written (rank 0): merged over the ranks, the traced tokens to tokens.jsonl, the
+    held-out evaluation when it is due, the doctor's notes, then metrics.jsonl."""
+    step = row["step"]
+    tokens = row.pop("tokens", None)
+    if r.active:   # one row for the global batch (distributed.merge_rows)
+        row = merge_rows(gather_objects(row, r))
+    if not r.main:
+        return
+    if tokens is not None:   # the clip scrubber's data (lesson 9): one line per traced step
+        traces.append({"step": step, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
+                       "groups": cfg.group_size, "completions": tokens})
+    if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+        _evaluate_into(row, policy, tok, eval_records, cfg)
+    notes = watch.check(row)
+    if notes:   # in the metrics file too
+        row["doctor"] = notes
+        if progress:
+            for note in notes:
+                tqdm.write(note)
+    log.log(row)
+
+
+def _evaluate_into(row: dict, policy, tok, eval_records, cfg) -> None:
+    """Held-out accuracy (greedy) into the row, with the share of each answer style where the task has styles."""
+    device = next(policy.parameters()).device
+    with precision(device, cfg.dtype):
+        ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
+                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
+    row["eval_accuracy"] = ev["accuracy"]
+    if "style_shares" in ev:  # equations: which section-6 style the correct answers use
+        row["eval_complete_share"] = ev["complete_share"]
+        row["eval_style_shares"] = ev["style_shares"]
+    if "worked_share" in ev:  # multiplication: how many answers show the working, and how well
+        row["eval_worked_share"] = ev["worked_share"]
+        row["eval_style_accuracy"] = ev["style_accuracy"]
+
+
+def _stopped(e: BaseException, step: int, saved: int | None, ckpt: str) -> BaseException:
+    """The exception that ends a failed run, naming the checkpoint that is kept; a second Ctrl-C is re-raised."""
+    second_ctrl_c = isinstance(e, KeyboardInterrupt)   # in the middle of a step
+    kept = "no checkpoint had been written yet" if saved is None else \
+        f"the {'newest' if second_ctrl_c else 'last good'} checkpoint (step {saved}) is kept in {ckpt}"
+    if second_ctrl_c:
+        print(f"stopped at once in step {step + 1}: {kept}")
+        return e
+    return type(e)(f"step {step + 1}: {e}; training stopped, {kept}")

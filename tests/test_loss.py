@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from minigrpo.loss import aggregate, clip_objective, clipped_surrogate, grpo_loss, kl_estimate
+from minigrpo.loss import aggregate, clipped_surrogate, grpo_loss, kl_estimate
 
 
 def t(values):
@@ -33,7 +33,13 @@ def test_clip_bounds_by_hand():
     close(clipped_surrogate(t(0.5), t(1.0), 0.2, 0.2), 0.5)
     # r = 1.5, A = -1: min(-1.5, -1.2) = -1.5, unclipped
     close(clipped_surrogate(t(1.5), t(-1.0), 0.2, 0.2), -1.5)
-    assert clip_objective is clipped_surrogate
+
+
+def test_the_loss_types_are_the_configs():
+    """The five aggregations plus cispo are exactly what the config accepts."""
+    from minigrpo.checks import CHOICES
+    from minigrpo.loss import LOSS_TYPES
+    assert set(LOSS_TYPES) | {"cispo"} == set(CHOICES["loss_type"]) and "cispo" not in LOSS_TYPES
 
 
 def test_note_probability_caps():
