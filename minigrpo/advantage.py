@@ -92,6 +92,11 @@ def baseline_advantages(rewards: torch.Tensor, group_size: int, kind: str) -> to
     raise ValueError(f"unknown baseline {kind!r}; valid: {', '.join(map(repr, BASELINES))}")
 
 
+def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
+    """The groups (prompts) whose G rewards are not all equal: the only ones that teach anything. (N,) -> indices."""
+    return (~_constant(_grouped(rewards, group_size))).nonzero().squeeze(-1).tolist()
+
+
 def zero_variance_fraction(rewards: torch.Tensor, group_size: int) -> float:
     """Fraction of groups whose G rewards are all equal: they teach nothing (only the KL term acts).
 

@@ -7,7 +7,6 @@ pickle, and weights are read from safetensors only: a shared checkpoint cannot r
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .config import save_config
 from .files import atomic_path, atomic_write
 
 CONFIG_FILE, STATE_FILE, TENSORS_FILE = "run_config.json", "trainer_state.json", "trainer_state.safetensors"
@@ -107,7 +107,7 @@ def save_checkpoint(path: str, model, tok, *, cfg=None, step: int = 0, optimizer
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             if cfg is not None:
-                atomic_write(os.path.join(tmp, CONFIG_FILE), lambda f: json.dump(dataclasses.asdict(cfg), f, indent=2))
+                save_config(cfg, os.path.join(tmp, CONFIG_FILE))
             atomic_write(os.path.join(tmp, STATE_FILE), lambda f: json.dump(state, f))
             safetensors.torch.save_file(tensors, os.path.join(tmp, TENSORS_FILE))
             for name, module in (models or {}).items():

@@ -157,7 +157,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
               kl_estimator: str = "k3", loss_type: str = "grpo", max_completion_length: int | None = None,
               importance_sampling_level: str = "token", delta: float = 0.0, cispo_max: float = 5.0,
               use_bias_correction_kl: bool = False, is_weight: torch.Tensor | None = None,
-              sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+              sync: bool = True, check_args: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss to minimise: aggregate(-surrogate + beta KL), with the GRPO family's variants.
 
     Symbol        | Shape          | Description
@@ -183,11 +183,13 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so
     garbage log-probs there cannot make the loss or its gradient NaN.
 
-    Returns the loss () and `loss_stats` over the unmasked tokens (python floats; with sync=False 0-dim
+    check_args=False skips the one-line ValueErrors for arguments that cannot work (the training loop's
+    chunks: its config was validated once). Returns the loss () and `loss_stats` over the unmasked tokens (python floats; with sync=False 0-dim
     tensors on logp's device, so that a caller reads them all at once).
     """
-    _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
-                kl_estimator, loss_type, max_completion_length, delta, cispo_max)
+    if check_args:   # update_policy's chunks skip it: the trainer validated the config once (config.validate)
+        _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
+                    kl_estimator, loss_type, max_completion_length, delta, cispo_max)
     keep = mask.bool()                                                          # (N, T)
     zeros = torch.zeros_like(logp)                                              # (N, T)
     adv = advantages.detach().to(logp.dtype)                                    # (N,) or (N, T)

@@ -230,7 +230,7 @@ def _chunk_loss(policy, b: _Batch, rows: torch.Tensor, cfg, quiet):
         ref_logp=None if b.ref_logp is None else b.ref_logp[rows], kl_estimator=cfg.kl_estimator,
         loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
         importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
-        use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False)
+        use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False, check_args=False)
     if is_weight is not None:   # token-weighted means, combined like the others
         m = mask[rows].to(logp.dtype)
         n = m.sum().clamp(min=1)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from .advantage import informative_groups  # noqa: F401  (also sampler.informative_groups, as lesson 9 reads it)
 from .model import _keeps_logits, cache_kwarg, first_rows, positions, sync_clock
 from .shared_prompt import NAME, SharedPrompt, attention_as, supported
 from .reward import score, soft_overlong_punishment
@@ -284,12 +285,6 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
                                                                            cfg.overlong_cache))]
     correct = [is_correct(r, c) for r, c in zip(group_records, completions)]
     return Rollout(s, completions, torch.tensor(rewards, dtype=torch.float32, device=device), correct, sample_s)
-
-
-def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
-    """The groups (prompts) whose G rewards are not all equal: the only ones that teach anything."""
-    grouped = rewards.view(-1, group_size)                                                  # (B, G)
-    return (grouped != grouped[:, :1]).any(dim=1).nonzero().squeeze(-1).tolist()
 
 
 def select_groups(ro: Rollout, groups: list[int], group_size: int) -> Rollout:

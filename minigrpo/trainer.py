@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .advantage import baseline_advantages, group_advantages
 from .checkpoint import CheckpointError, reference_record, restore, save_checkpoint
-from .config import save_config
+from .config import save_config, validate
 from .data import prompt_batch
 from .diagnose import Watch
 from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
@@ -217,7 +217,9 @@ def _bar(cfg, first: int, show: bool, log):
 
 
 def _check_run(cfg, r: Ranks, critic) -> None:
-    """One-line errors, before anything is built, for a run train_grpo cannot do."""
+    """One-line errors, before anything is built, for a run train_grpo cannot do: the config's values (once for the
+    run; the loss does not check them again), PPO under torchrun, a critic without PPO."""
+    validate(cfg)
     if r.active and cfg.algo == "ppo":
         raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
     if critic is not None and cfg.algo != "ppo":

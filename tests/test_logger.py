@@ -3,7 +3,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from minigrpo.logger import STEP_KEYS, MetricsLogger, plot_metrics, read_metrics
+from minigrpo.logger import STEP_KEYS, MetricsLogger, read_metrics
+from minigrpo.plot import plot_metrics
 
 
 def test_rows_round_trip_and_append(tmp_path):

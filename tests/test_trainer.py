@@ -437,3 +437,27 @@ def test_a_random_reward_run_resumes_exactly(tmp_path):
     assert strip(resumed) == strip(full)
     for (k, v), w in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_the_config_is_checked_once_before_training(tmp_path):
+    """train_grpo validates its config before anything is built (the loss's chunks no longer check it), so a Config
+    changed by hand into one that cannot work stops with the config's one-line error, not inside a step."""
+    import dataclasses
+    cfg = dataclasses.replace(make_config("tiny", out_dir=str(tmp_path)), eps_low=1.5)
+    tok = build_tokenizer()
+    with pytest.raises(ValueError, match="eps_low=1.5"):
+        train_grpo(build_model(cfg, tok), tok, cfg, [], [], progress=False)
+    assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_the_loss_can_skip_its_argument_checks():
+    """update_policy's chunks call grpo_loss with check_args=False: the same loss, without the ValueErrors."""
+    from minigrpo.loss import grpo_loss
+    g = torch.Generator().manual_seed(0)
+    logp, old = -torch.rand(3, 4, generator=g), -torch.rand(3, 4, generator=g)
+    adv, mask = torch.tensor([1.0, -1.0, 0.5]), torch.ones(3, 4)
+    checked, _ = grpo_loss(logp, old, adv, mask)
+    unchecked, _ = grpo_loss(logp, old, adv, mask, check_args=False)
+    assert torch.equal(checked, unchecked)
+    with pytest.raises(ValueError, match="eps_low"):
+        grpo_loss(logp, old, adv, mask, eps_low=1.5)
