@@ -180,14 +180,12 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
                   |                | policy term times min(pi_old / pi_sampler, cap) (truncated IS; Yao et al. 2025,
                   |                | TRL's token_truncate), a constant; the KL term is not weighted
 
-    old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so
-    garbage log-probs there cannot make the loss or its gradient NaN.
-
-    check_args=False skips the one-line ValueErrors for arguments that cannot work (the training loop's
-    chunks: its config was validated once). Returns the loss () and `loss_stats` over the unmasked tokens (python floats; with sync=False 0-dim
-    tensors on logp's device, so that a caller reads them all at once).
+    old_logp, ref_logp and advantages are constants (detached). Padding never reaches exp(), so garbage log-probs
+    there cannot make the loss or its gradient NaN. check_args=False skips the ValueErrors for bad arguments
+    (update_policy: train_grpo validated the config once). Returns the loss () and `loss_stats` over the unmasked
+    tokens (python floats; with sync=False 0-dim tensors on logp's device, read all at once by the caller).
     """
-    if check_args:   # update_policy's chunks skip it: the trainer validated the config once (config.validate)
+    if check_args:
         _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_logp,
                     kl_estimator, loss_type, max_completion_length, delta, cispo_max)
     keep = mask.bool()                                                          # (N, T)

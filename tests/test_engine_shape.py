@@ -1,0 +1,46 @@
+"""The engine's shape (issue 32): short functions, and the engine never imports the course.
+
+Every function of minigrpo/*.py (the engine; minigrpo/course/ is the course built on it) is at most 60 lines,
+its docstring included, and no engine module imports minigrpo.course, at the top or inside a function; the
+command line (__main__.py) is the one front end that offers the course's commands too (data, compare, ablate).
+"""
+import ast
+import glob
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENGINE = sorted(glob.glob(os.path.join(ROOT, "minigrpo", "*.py")))
+LONGEST = 60
+
+
+def _tree(path):
+    with open(path, encoding="utf-8") as f:
+        return ast.parse(f.read(), filename=path)
+
+
+@pytest.mark.parametrize("path", ENGINE, ids=os.path.basename)
+def test_no_engine_function_is_longer_than_60_lines(path):
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(_tree(path))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > LONGEST]
+    assert not long, f"{os.path.basename(path)}: functions over {LONGEST} lines: {long}"
+
+
+@pytest.mark.parametrize("path", [p for p in ENGINE if not p.endswith("__main__.py")], ids=os.path.basename)
+def test_the_engine_does_not_import_the_course(path):
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ImportFrom):
+            module = ("." * node.level) + (node.module or "")
+            assert not module.lstrip(".").startswith("course") and "minigrpo.course" not in module, (
+                f"{os.path.basename(path)} line {node.lineno} imports {module}")
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("minigrpo.course") for a in node.names), (
+                f"{os.path.basename(path)} line {node.lineno} imports the course")
+
+
+def test_the_checks_see_every_engine_module():
+    """So that the tests above cannot pass by finding no file."""
+    names = {os.path.basename(p) for p in ENGINE}
+    assert {"loss.py", "optim.py", "sampler.py", "trainer.py", "doctor.py"} <= names
