@@ -263,19 +263,20 @@ class Rollout:
     sample_s: float          # seconds spent sampling and decoding
 
 
-def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.Generator) -> Rollout:
-    """Sample G completions for each of the B prompt `records` with the Config's settings, and score them."""
+def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.Generator,
+            generation=None) -> Rollout:
+    """Sample G completions for each of the B prompt `records` and score them. `generation` (generation.py)
+    samples them; by default sample_group with the Config's settings on `policy`."""
+    if generation is None:
+        from .generation import CacheGeneration   # here: generation.py builds on this module
+        generation = CacheGeneration(policy, tok, cfg)
     device = next(policy.parameters()).device
     t0 = sync_clock(device)
     G = cfg.group_size
     prompt_ids, prompt_mask = pad_prompts([encode(tok, r["prompt"], chat=cfg.chat_template) for r in records],
                                           tok.pad_token_id, device)                      # (B, P)
-    stops = stop_ids(tok, policy)
-    s = sample_group(policy, prompt_ids, prompt_mask, group_size=G, max_new_tokens=cfg.max_new_tokens,
-                     eos_id=stops, pad_id=tok.pad_token_id, temperature=cfg.temperature,
-                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, compact=cfg.compact_decoding,
-                     draw=cfg.draw, share_prompt=cfg.share_prompts, merge=cfg.merge_prefixes)   # N rows
-    completions = decode_batch(tok, s.completion_ids, stops)
+    s = generation.sample(prompt_ids, prompt_mask, group_size=G, generator=generator)     # N rows
+    completions = decode_batch(tok, s.completion_ids, stop_ids(tok, policy))
     sample_s = sync_clock(device) - t0
     group_records = [r for r in records for _ in range(G)]                                  # (N,)
     rewards = score(reward_fn, [r["prompt"] for r in group_records], completions, group_records, generator)

@@ -33,8 +33,9 @@ from .reward import parse_reward
 from .sampler import dynamic_rollout, rollout
 
 def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, generator: torch.Generator,
-              more=None, trace: bool = False, scaler=None, ranks: Ranks | None = None) -> dict:
+              more=None, trace: bool = False, scaler=None, ranks: Ranks | None = None, generation=None) -> dict:
     """One GRPO step on B prompt records (REINFORCE or RLOO with cfg.algo); returns the step's log row.
+    `generation` (generation.py) samples the completions and gets the new weights after the update.
 
     With cfg.dynamic_sampling, `more(round)` gives the extra batches of prompts of rounds 1, 2, ...
     With `trace`, the row holds under "tokens" every token of cfg.trace_groups groups: its text,
@@ -49,10 +50,11 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     # ---- 1-2. sample a group of G completions per prompt with the old policy; score them ----
     with precision(device, cfg.sample_dtype or cfg.dtype):
         if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
-            sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator)
+            sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator,
+                                       generation)
             everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
         else:
-            everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator)
+            everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator, generation)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
     rewards, first = gather_rows(ro.rewards, r)        # every rank's: batch-wide statistics see the global batch
@@ -71,6 +73,8 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     rows = traced_rows(ro.rewards, cfg) if trace else None                                        # (R,)
     upd = update_policy(trainee, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows,
                         scaler=scaler, ranks=r)
+    if generation is not None:
+        generation.load_weights(policy)   # the generator samples the updated policy from the next step on
     # ---- 5. one row of fixed keys ----
     row = step_row(everything, upd, cfg.group_size) | {"sample_s": everything.sample_s,
                                                         "learn_s": clock() - t0 - everything.sample_s}
@@ -117,13 +121,14 @@ class StopAfterStep:
 
 def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[dict], *, resume: str | None = None,
                start: str | None = None, progress: bool = True, checkpoint_dir: str | None = None,
-               critic=None) -> list[dict]:
+               critic=None, generation=None) -> list[dict]:
     """Run cfg.steps steps of cfg.algo on `policy` in place; returns the metric rows.
 
     Writes run_config.json and metrics.jsonl to cfg.out_dir, and a checkpoint (checkpoint_dir, default
     out_dir/checkpoint) every cfg.save_every steps and at the end; `resume` continues from one. `start`
     names the checkpoint the policy starts from (pi_ref is then not written again with every save).
     `critic` (algo='ppo' only) is a ppo.Critic to train on, e.g. one warmed up first (lesson 8); default a new one.
+    `generation` (generation.py) samples the completions, e.g. another engine; default the KV-cache sampler.
     A non-finite loss or an unwritable checkpoint stops the run naming the checkpoint that is kept.
     """
     device = next(policy.parameters()).device
@@ -156,7 +161,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
         with StopAfterStep() as stop:
             for step in bar:
                 row = _run_step(step, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg,
-                                generator, scaler, r)
+                                generator, scaler, r, generation)
                 _finish_row({"step": step + 1, **row}, policy, tok, eval_records, cfg, r, log, traces, watch, progress)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
@@ -176,7 +181,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
 
 
 def _run_step(step: int, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg, generator,
-              scaler, r: Ranks) -> dict:
+              scaler, r: Ranks, generation=None) -> dict:
     """GRPO step `step` (0-based; or PPO's, with a critic) on its batch of prompts, this rank's share; its row."""
     set_lr(opt, grpo_lr(step, cfg))
     batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), r)
@@ -184,7 +189,8 @@ def _run_step(step: int, train_records, trainee, policy, ref_model, critic, tok,
         return ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
     more = lambda k: shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, k), r)
     trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=r)
+    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=r,
+                     generation=generation)
 
 
 def _save(ckpt: str, step: int, policy, tok, cfg, opt, generator, r: Ranks, log, reference, critic,
