@@ -14,8 +14,9 @@ copy of the weights) is a `Generation`:
     generation.sample(prompt_ids, prompt_mask, group_size=G, generator=g) -> Samples
     generation.load_weights(policy)      after every update: the generator now samples the new policy
 
-`CacheGeneration` is the default: sampler.sample_group with the run's settings on the live policy (so
-load_weights only points it at the policy). sampler.rollout, the trainer and the doctor take any other.
+`CacheGeneration` (in sampler.py, beside sample_group; importable from here) is the default: sample_group with
+the run's settings on the live policy, so load_weights only points it at the policy. sampler.rollout,
+trainer.grpo_step and trainer.train_grpo take any other.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from typing import Protocol
 
 import torch
 
-from .sampler import Samples, sample_group
-from .tokenizer import stop_ids
+from .sampler import CacheGeneration, Samples  # noqa: F401  (the default lives beside sample_group)
 
 
 class Generation(Protocol):
@@ -34,22 +34,3 @@ class Generation(Protocol):
                generator: torch.Generator | None) -> Samples: ...
 
     def load_weights(self, policy) -> None: ...
-
-
-class CacheGeneration:
-    """The course's sampler (sample_group: one prefill per prompt, a KV cache, shared prompts, merged prefixes)
-    with the Config's decoding settings, on the policy itself."""
-
-    def __init__(self, policy, tok, cfg):
-        self.policy, self.tok, self.cfg = policy, tok, cfg
-
-    def sample(self, prompt_ids, prompt_mask, *, group_size, generator) -> Samples:
-        cfg, tok = self.cfg, self.tok
-        return sample_group(self.policy, prompt_ids, prompt_mask, group_size=group_size,
-                            max_new_tokens=cfg.max_new_tokens, eos_id=stop_ids(tok, self.policy),
-                            pad_id=tok.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                            generator=generator, compact=cfg.compact_decoding, draw=cfg.draw,
-                            share_prompt=cfg.share_prompts, merge=cfg.merge_prefixes)
-
-    def load_weights(self, policy) -> None:
-        self.policy = policy   # it samples the live model: nothing to copy

@@ -242,6 +242,25 @@ def _next_step(model, d: _Decoding, tok: torch.Tensor, compact: bool) -> None:
     d.next_pos = d.next_pos + 1
 
 
+class CacheGeneration:
+    """The default generation.Generation: sample_group (one prefill per prompt, a KV cache, shared prompts, merged
+    prefixes) with the Config's decoding settings, on the policy itself."""
+
+    def __init__(self, policy, tok, cfg):
+        self.policy, self.tok, self.cfg = policy, tok, cfg
+
+    def sample(self, prompt_ids, prompt_mask, *, group_size, generator) -> Samples:
+        cfg, tok = self.cfg, self.tok
+        return sample_group(self.policy, prompt_ids, prompt_mask, group_size=group_size,
+                            max_new_tokens=cfg.max_new_tokens, eos_id=stop_ids(tok, self.policy),
+                            pad_id=tok.pad_token_id, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            generator=generator, compact=cfg.compact_decoding, draw=cfg.draw,
+                            share_prompt=cfg.share_prompts, merge=cfg.merge_prefixes)
+
+    def load_weights(self, policy) -> None:
+        self.policy = policy   # it samples the live model: nothing to copy
+
+
 def pad_prompts(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token-id lists into (ids (B, P), mask (B, P)) so that all prompts end together."""
     P = max(len(p) for p in prompts)
@@ -267,9 +286,7 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
             generation=None) -> Rollout:
     """Sample G completions for each of the B prompt `records` and score them. `generation` (generation.py)
     samples them; by default sample_group with the Config's settings on `policy`."""
-    if generation is None:
-        from .generation import CacheGeneration   # here: generation.py builds on this module
-        generation = CacheGeneration(policy, tok, cfg)
+    generation = generation or CacheGeneration(policy, tok, cfg)
     device = next(policy.parameters()).device
     t0 = sync_clock(device)
     G = cfg.group_size

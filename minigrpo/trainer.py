@@ -51,10 +51,10 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     with precision(device, cfg.sample_dtype or cfg.dtype):
         if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
             sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator,
-                                       generation)
+                                       generation=generation)
             everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
         else:
-            everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator, generation)
+            everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator, generation=generation)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
     rewards, first = gather_rows(ro.rewards, r)        # every rank's: batch-wide statistics see the global batch

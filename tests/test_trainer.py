@@ -276,8 +276,8 @@ def test_dynamic_sampling_fills_the_step_with_informative_groups(monkeypatch):
     calls = {"n": 0}
     real = trainer.rollout
 
-    def designed(policy, tok, records, reward_fn, cfg, generator):
-        ro = real(policy, tok, records, reward_fn, cfg, generator)
+    def designed(policy, tok, records, reward_fn, cfg, generator, generation=None):
+        ro = real(policy, tok, records, reward_fn, cfg, generator, generation)
         pattern = design[calls["n"]]
         calls["n"] += 1
         rewards = torch.tensor([float(i % 2) if kind == "i" else 1.0 for kind in pattern for i in range(4)])
