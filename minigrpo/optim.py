@@ -128,11 +128,11 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
     """
     s = samples
     device = mask.device
-    r = ranks or Ranks()
+    ranks = ranks or Ranks()
     idx = kept_rows(adv, skip=skip_zero_adv and cfg.beta == 0)                 # (K,)
     sizes = torch.stack([torch.tensor(float(len(mask)), device=device), mask.sum().float(),
                          torch.tensor(float(len(idx)), device=device)])
-    total_rows, total_tokens, total_kept = total(sizes, r).tolist() if r.active else (None, None, len(idx))
+    total_rows, total_tokens, total_kept = total(sizes, ranks).tolist() if ranks.active else (None, None, len(idx))
     batch = _Batch(samples=s, adv=adv, mask=mask, ref_logp=ref_logp, total_rows=total_rows,
                    total_tokens=total_tokens, weight=1.0 if len(idx) else 0.0,   # a rank with no row: weight 0
                    chunks=micro_batches(idx if len(idx) else torch.zeros(1, dtype=torch.long, device=device),
@@ -148,7 +148,7 @@ def update_policy(policy, opt, samples, adv: torch.Tensor, mask: torch.Tensor, c
         batch.old = s.logps.clone()
         batch.old[idx] = recomputed
     for it in range(cfg.num_iterations if total_kept else 0):
-        loss, grad_norm, stats, traced = _one_update(policy, opt, batch, cfg, it, trace, scaler, r)
+        loss, grad_norm, stats, traced = _one_update(policy, opt, batch, cfg, it, trace, scaler, ranks)
         if trace is not None:
             ratios.append(traced)
     policy.eval()
@@ -177,7 +177,7 @@ class _Batch:
     diffs: list = field(default_factory=list)   # mu = 1, mismatched sampler: max |log pi_old - log pi_sampler|
 
 
-def _one_update(policy, opt, b: _Batch, cfg, it: int, trace, scaler, r: Ranks):
+def _one_update(policy, opt, b: _Batch, cfg, it: int, trace, scaler, ranks: Ranks):
     """One of the mu updates: every chunk's weighted loss back-propagated, the gradient clipped, one step.
     Returns (loss, grad_norm, stats, traced ratios (R, T) or an empty tensor); raises on a non-finite loss."""
     mask = b.mask
@@ -185,20 +185,20 @@ def _one_update(policy, opt, b: _Batch, cfg, it: int, trace, scaler, r: Ranks):
     parts, traced = [], torch.ones(0) if trace is None else torch.ones(len(trace), mask.shape[1], device=mask.device)
     for c, rows in enumerate(b.chunks):
         last = c == len(b.chunks) - 1
-        quiet = lambda: policy.no_sync() if r.active and not last else contextlib.nullcontext()
+        quiet = lambda: policy.no_sync() if ranks.active and not last else contextlib.nullcontext()
         logp, old_logp, part, part_stats = _chunk_loss(policy, b, rows, cfg, quiet)
         share = batch_share(mask, rows, cfg.loss_type, b.total_rows, b.total_tokens)   # its share of the batch's loss
         part = part * share * b.weight
         part_stats["tokens"] = part_stats["tokens"] * b.weight                  # a weight-0 row is not counted
         with quiet():
-            (scaler.scale(part * r.world) if scaler is not None else part * r.world).backward()
+            (scaler.scale(part * ranks.world) if scaler is not None else part * ranks.world).backward()
         parts.append((part.detach(), part_stats))
         if trace is not None:
             _traced_ratios(logp.detach(), old_logp, mask[rows], rows, trace, cfg, traced)
     norm = clip_gradients(policy, opt, cfg.grad_clip, scaler)
     batch_loss, combined = _combine(parts)
-    if r.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
-        batch_loss = total(batch_loss, r)
+    if ranks.active:   # the global batch's loss, on every rank: a NaN anywhere stops every rank
+        batch_loss = total(batch_loss, ranks)
     values = torch.stack([batch_loss, norm.to(batch_loss), *combined.values()]).tolist()   # one host sync
     loss, grad_norm, stats = values[0], values[1], dict(zip(combined, values[2:]))
     if not math.isfinite(loss):
@@ -267,10 +267,10 @@ def _traced_ratios(logp, old_logp, mask, rows, trace, cfg, out: torch.Tensor) ->
     batch, (k,)) as grpo_loss sees them; rows not in the chunk are left as they are (1 where never kept)."""
     keep = mask.bool()
     zeros = torch.zeros_like(logp)
-    r = importance_ratio(torch.where(keep, logp, zeros), torch.where(keep, old_logp, zeros), mask,
-                         cfg.importance_sampling_level).expand_as(logp)         # (k, T)
+    ratio = importance_ratio(torch.where(keep, logp, zeros), torch.where(keep, old_logp, zeros), mask,
+                             cfg.importance_sampling_level).expand_as(logp)     # (k, T)
     where = {int(row): k for k, row in enumerate(rows.tolist())}
     for j, row in enumerate(trace.tolist()):
         if row in where:
-            out[j] = r[where[row]]
+            out[j] = ratio[where[row]]
     return out

@@ -42,7 +42,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     entropy, advantage and ratio at each update (written to tokens.jsonl by the loop).
     Under torchrun (`ranks`), `policy` is DDP-wrapped and `records` are this rank's share (distributed.py).
     """
-    r = ranks or Ranks()
+    ranks = ranks or Ranks()
     trainee, policy = policy, unwrap(policy)   # the update goes through DDP; sampling uses the model itself
     device = next(policy.parameters()).device
     clock = lambda: sync_clock(device)
@@ -50,19 +50,19 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     # ---- 1-2. sample a group of G completions per prompt with the old policy; score them ----
     with precision(device, cfg.sample_dtype or cfg.dtype):
         if cfg.dynamic_sampling:   # DAPO: keep sampling until B groups whose rewards differ
-            sample = lambda r: rollout(policy, tok, records if r == 0 else more(r), reward_fn, cfg, generator,
+            sample = lambda k: rollout(policy, tok, records if k == 0 else more(k), reward_fn, cfg, generator,
                                        generation=generation)
             everything, ro, sampled = dynamic_rollout(sample, len(records), cfg, tok.pad_token_id)
         else:
             everything = ro = rollout(policy, tok, records, reward_fn, cfg, generator, generation=generation)
     s = ro.samples
     # ---- 3. normalise within each group (or subtract lesson 8's baselines) ----
-    rewards, first = gather_rows(ro.rewards, r)        # every rank's: batch-wide statistics see the global batch
+    rewards, first = gather_rows(ro.rewards, ranks)        # every rank's: batch-wide statistics see the global batch
     if cfg.algo == "grpo":
         adv = group_advantages(rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)  # (N,)
     else:
         adv = baseline_advantages(rewards, cfg.group_size, cfg.algo)                                # (N,)
-    if r.active:                                       # this rank's rows of the global batch
+    if ranks.active:                                       # this rank's rows of the global batch
         adv = adv[first:first + len(ro.rewards)]
     # ---- 4. mu updates of the clipped objective (and beta * KL to the reference) ----
     ref_logp = None
@@ -72,7 +72,7 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     mask = loss_mask(s.completion_mask, s.truncated, cfg.mask_truncated)                          # (N, T)
     rows = traced_rows(ro.rewards, cfg) if trace else None                                        # (R,)
     upd = update_policy(trainee, opt, s, adv, mask, cfg, ref_logp, skip_zero_adv=cfg.skip_zero_adv, trace=rows,
-                        scaler=scaler, ranks=r)
+                        scaler=scaler, ranks=ranks)
     if generation is not None:
         generation.load_weights(policy)   # the generator samples the updated policy from the next step on
     # ---- 5. one row of fixed keys ----
@@ -132,37 +132,38 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     A non-finite loss or an unwritable checkpoint stops the run naming the checkpoint that is kept.
     """
     device = next(policy.parameters()).device
-    r = start_ranks(cfg, device)                     # torchrun: this process's rank (distributed.py)
-    _check_run(cfg, r, critic)
+    ranks = start_ranks(cfg, device)                     # torchrun: this process's rank (distributed.py)
+    _check_run(cfg, ranks, critic)
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
     reward_fn = parse_reward(cfg.reward)
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
-    trainee, opt, scaler = _trainee(policy, cfg, device, r)
+    trainee, opt, scaler = _trainee(policy, cfg, device, ranks)
     critic = Critic(policy, cfg) if cfg.algo == "ppo" and critic is None else critic
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * r.rank)   # each rank its own samples
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * ranks.rank)   # each rank its own samples
     state = restore(resume, opt, generator, critic) if resume else {}
-    if r.active and "generators" in state.get("extra", {}):
-        generator.set_state(state["extra"]["generators"][r.rank].to(generator.get_state().device))
+    if ranks.active and "generators" in state.get("extra", {}):
+        generator.set_state(state["extra"]["generators"][ranks.rank].to(generator.get_state().device))
     first = state.get("step", 0)
     reference, ref_models = reference_record(ref_model, start, resume, state) if ref_model is not None else ({}, {})
-    log, traces = _open_logs(cfg, r, resume, first, state)
+    log, traces = _open_logs(cfg, ranks, resume, first, state)
     eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
     watch = _watch(cfg, log)
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
         nonlocal saved
-        _save(ckpt, step, policy, tok, cfg, opt, generator, r, log, reference, critic, ref_models)
+        _save(ckpt, step, policy, tok, cfg, opt, generator, ranks, log, reference, critic, ref_models)
         saved = step
 
-    bar = _bar(cfg, first, progress and r.main, log)
+    bar = _bar(cfg, first, progress and ranks.main, log)
     step = first
     try:
         with StopAfterStep() as stop:
             for step in bar:
                 row = _run_step(step, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg,
-                                generator, scaler, r, generation)
-                _finish_row({"step": step + 1, **row}, policy, tok, eval_records, cfg, r, log, traces, watch, progress)
+                                generator, scaler, ranks, generation)
+                _finish_row({"step": step + 1, **row}, policy, tok, eval_records, cfg, ranks, log, traces, watch,
+                            progress)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
                 if stop.requested:  # Ctrl-C during this step: it is finished and saved
@@ -181,25 +182,25 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
 
 
 def _run_step(step: int, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg, generator,
-              scaler, r: Ranks, generation=None) -> dict:
+              scaler, ranks: Ranks, generation=None) -> dict:
     """GRPO step `step` (0-based; or PPO's, with a critic) on its batch of prompts, this rank's share; its row."""
     set_lr(opt, grpo_lr(step, cfg))
-    batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), r)
+    batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), ranks)
     if critic is not None:
         return ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
-    more = lambda k: shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, k), r)
+    more = lambda k: shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, k), ranks)
     trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=r,
+    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=ranks,
                      generation=generation)
 
 
-def _save(ckpt: str, step: int, policy, tok, cfg, opt, generator, r: Ranks, log, reference, critic,
+def _save(ckpt: str, step: int, policy, tok, cfg, opt, generator, ranks: Ranks, log, reference, critic,
           ref_models) -> None:
     """A checkpoint of `step`, written atomically by rank 0; every rank hands it its generator's state."""
-    generators = gather_objects(generator.get_state(), r)          # every rank takes part
-    if r.main:
+    generators = gather_objects(generator.get_state(), ranks)          # every rank takes part
+    if ranks.main:
         extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
-                 **({"generators": generators} if r.active else {}),
+                 **({"generators": generators} if ranks.active else {}),
                  **({"critic": critic.state()} if critic is not None else {})}
         save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
 
@@ -222,21 +223,21 @@ def _bar(cfg, first: int, show: bool, log):
     return bar
 
 
-def _check_run(cfg, r: Ranks, critic) -> None:
+def _check_run(cfg, ranks: Ranks, critic) -> None:
     """One-line errors, before anything is built, for a run train_grpo cannot do: the config's values (once for the
     run; the loss does not check them again), PPO under torchrun, a critic without PPO."""
     validate(cfg)
-    if r.active and cfg.algo == "ppo":
+    if ranks.active and cfg.algo == "ppo":
         raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
     if critic is not None and cfg.algo != "ppo":
         raise ValueError(f"a critic was given to train_grpo, but algo={cfg.algo!r} has none: only algo='ppo' uses one")
 
 
-def _trainee(policy, cfg, device, r: Ranks):
+def _trainee(policy, cfg, device, ranks: Ranks):
     """The training forward (the model itself, or under DDP / compile a module whose forward is it:
     model.LogprobHead), its AdamW, and a GradScaler for float16 (None otherwise)."""
-    trainee = LogprobHead(policy) if plain_head(policy) and (r.active or cfg.torch_compile) else policy
-    trainee = wrap(trainee, device, r)               # DDP with several ranks
+    trainee = LogprobHead(policy) if plain_head(policy) and (ranks.active or cfg.torch_compile) else policy
+    trainee = wrap(trainee, device, ranks)               # DDP with several ranks
     if cfg.torch_compile:                            # the training forward only: sampling's shapes change every step
         trainee = torch.compile(trainee, dynamic=True)
     opt = make_optimizer(trainee.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
@@ -244,10 +245,10 @@ def _trainee(policy, cfg, device, r: Ranks):
     return trainee, opt, scaler
 
 
-def _open_logs(cfg, r: Ranks, resume, first: int, state: dict):
+def _open_logs(cfg, ranks: Ranks, resume, first: int, state: dict):
     """(metrics logger, token log) on rank 0, which alone writes, with run_config.json; (None, None) elsewhere.
     A resumed run starts from the rows its checkpoint holds (metrics.jsonl may have rows logged after it)."""
-    if not r.main:
+    if not ranks.main:
         return None, None
     save_config(cfg, os.path.join(cfg.out_dir, "run_config.json"))
     log = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"), append=bool(resume), upto_step=first,
@@ -256,14 +257,14 @@ def _open_logs(cfg, r: Ranks, resume, first: int, state: dict):
     return log, traces
 
 
-def _finish_row(row: dict, policy, tok, eval_records, cfg, r: Ranks, log, traces, watch, progress: bool) -> None:
+def _finish_row(row: dict, policy, tok, eval_records, cfg, ranks: Ranks, log, traces, watch, progress: bool) -> None:
     """A step's row, completed and written (rank 0): merged over the ranks, the traced tokens to tokens.jsonl, the
     held-out evaluation when it is due, the doctor's notes, then metrics.jsonl."""
     step = row["step"]
     tokens = row.pop("tokens", None)
-    if r.active:   # one row for the global batch (distributed.merge_rows)
-        row = merge_rows(gather_objects(row, r))
-    if not r.main:
+    if ranks.active:   # one row for the global batch (distributed.merge_rows)
+        row = merge_rows(gather_objects(row, ranks))
+    if not ranks.main:
         return
     if tokens is not None:   # the clip scrubber's data (lesson 9): one line per traced step
         traces.append({"step": step, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
