@@ -286,7 +286,8 @@ def rollout(policy, tok, records: list[dict], reward_fn, cfg, generator: torch.G
             generation=None) -> Rollout:
     """Sample G completions for each of the B prompt `records` and score them. `generation` (generation.py)
     samples them; by default sample_group with the Config's settings on `policy`."""
-    generation = generation or CacheGeneration(policy, tok, cfg)
+    if generation is None:
+        generation = CacheGeneration(policy, tok, cfg)
     device = next(policy.parameters()).device
     t0 = sync_clock(device)
     G = cfg.group_size

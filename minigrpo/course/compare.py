@@ -55,6 +55,7 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     from ..config import make_config
     from ..evaluate import evaluate
     from ..pipeline import prepare_model, seed_everything, split
+    from ..ppo import Critic
     from ..reward import parse_reward
     from ..trainer import train_grpo
 
@@ -70,7 +71,6 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     train = split(cfg, "train", tok)
     critic, warmup = None, None
     if algo == "ppo" and critic_warmup:   # the critic first learns the SFT policy's values (values.warm_up_critic)
-        from ..ppo import Critic
         from .values import warm_up_critic
         critic = Critic(model, cfg)
         began = time.perf_counter()
@@ -79,7 +79,6 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
         warmup = {"history": history, "seconds": time.perf_counter() - began}
     rows = train_grpo(model, tok, cfg, train, test, progress=progress, start=init, critic=critic)
     if algo == "ppo":  # the trained critic, from the final checkpoint train_grpo wrote
-        from ..ppo import Critic
         critic = Critic(model, cfg)
         critic.load(load_state(os.path.join(out_dir, "checkpoint"))["extra"]["critic"])
         critic.eval()

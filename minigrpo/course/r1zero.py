@@ -8,8 +8,8 @@ through a template it never saw (" 78+83=", "78+83 =", "(78+83)=", "78+83。", "
 0-12% of them: for those prompts it is a start without SFT that passes sometimes. For each template and seed:
 
     start     held-out accuracy under the template (greedy, the 500 test problems), and the start's counts
-              of correct answers in `samples` sampled ones (temperature 1) for each of `probe` test problems,
-              from which pass@k is estimated (lesson 6's exercise 2)
+              of correct answers in `samples` sampled ones (the run's sampling settings: temperature 1) for each
+              of `probe` test problems, from which pass@k is estimated (lesson 6's exercise 2)
     curve     held-out accuracy under the template every eval_every steps of GRPO (the CPU preset: B = 256
               prompts x G = 8, lr 1e-4, no KL) trained on the templated train prompts
     signal    the reward and the share of groups whose rewards were all equal, over the first 10 steps
@@ -41,22 +41,17 @@ def templated(records: list[dict], template: str) -> list[dict]:
     return [{**r, "prompt": template.format(q=r["prompt"], e=r["prompt"].removesuffix("="))} for r in records]
 
 
-def correct_counts(policy, tok, records: list[dict], reward_fn, *, samples: int, max_new_tokens: int,
-                   seed: int) -> list[int]:
-    """How many of `samples` answers (temperature 1) to each record are right: one count per record."""
-    import torch
-    from ..sampler import pad_prompts, sample_group
-    from ..tokenizer import decode, encode
+def correct_counts(policy, tok, records: list[dict], reward_fn, cfg, *, samples: int, seed: int) -> list[int]:
+    """How many of `samples` answers (sampled with cfg's settings) to each record are right: one count each."""
+    import dataclasses
 
-    ids, mask = pad_prompts([encode(tok, r["prompt"]) for r in records], tok.pad_token_id)   # (B, P)
+    import torch
+    from ..sampler import rollout
+
     with torch.no_grad():
-        s = sample_group(policy, ids, mask, group_size=samples, max_new_tokens=max_new_tokens,
-                         eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                         generator=torch.Generator().manual_seed(seed))
-    texts = [decode(tok, row) for row in s.completion_ids.tolist()]                          # B*G, group-major
-    fields = [{k: v for k, v in r.items() if k != "prompt"} for r in records]
-    return [int(sum(reward_fn(r["prompt"], texts[b * samples + g], **fields[b]) for g in range(samples)))
-            for b, r in enumerate(records)]
+        ro = rollout(policy, tok, records, reward_fn, dataclasses.replace(cfg, group_size=samples),
+                     torch.Generator().manual_seed(seed))
+    return [int(c) for c in ro.rewards.view(len(records), samples).sum(1).tolist()]
 
 
 def run_one(template: str, seed: int, out_dir: str, steps: int = STEPS, init: str = START,
@@ -78,8 +73,7 @@ def run_one(template: str, seed: int, out_dir: str, steps: int = STEPS, init: st
     policy = prepare_model(policy, device)
     test, train = templated(split(cfg, "test", tok), template), templated(split(cfg, "train", tok), template)
     start = evaluate(policy, tok, test, max_new_tokens=cfg.max_new_tokens)["accuracy"]
-    counts = correct_counts(policy, tok, test[:PROBE], parse_reward(cfg.reward), samples=SAMPLES,
-                            max_new_tokens=cfg.max_new_tokens, seed=seed)
+    counts = correct_counts(policy, tok, test[:PROBE], parse_reward(cfg.reward), cfg, samples=SAMPLES, seed=seed)
     began = time.perf_counter()
     rows = train_grpo(policy, tok, cfg, train, test, progress=progress, start=init)
     first = rows[:10]
