@@ -177,8 +177,9 @@ def saved_config(path: str) -> dict | None:
         raise CheckpointError(f"{config_path!r} is corrupt: {type(e).__name__}") from e
 
 
-def restore(path: str, opt, generator: torch.Generator, critic=None) -> dict:
-    """Load a GRPO checkpoint's state into the optimizer, the random generators (and a critic); returns it."""
+def restore(path: str, opt, generator: torch.Generator) -> dict:
+    """Load a GRPO checkpoint's state into the optimizer and the random generators; returns it (the step
+    function's own state, e.g. PPO's critic, is in its "extra")."""
     state = load_state(path)
     if not state.get("optimizer") or "generator" not in state.get("extra", {}):
         raise CheckpointError(f"{path!r} is not a GRPO checkpoint (it has no optimizer or sampler state); "
@@ -186,8 +187,6 @@ def restore(path: str, opt, generator: torch.Generator, critic=None) -> dict:
     opt.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     generator.set_state(state["extra"]["generator"].to(generator.get_state().device))
-    if critic is not None:
-        critic.load(state["extra"]["critic"])
     return state
 
 

@@ -270,10 +270,10 @@ def _step_finding(cfg, model, tok, train: list[dict], reward_fn, device, prompt_
     MB = 2**20
     if device.type == "cuda":
         measured = f"measured peak {torch.cuda.max_memory_allocated(device) / MB:,.0f} MB"
-    else:   # the update again, on the next batch, under the profiler: what it allocates above its start
-        peak = _cpu_update_peak(cfg, twin, opt, tok, train, reward_fn, device)
+    else:   # the step again, on the next batch, under the profiler: what it allocates above its start
+        peak = _cpu_step_peak(cfg, twin, ref, opt, tok, train, reward_fn, device)
         grads = sum(p.numel() for p in model.parameters()) * 4
-        measured = (f"the update measured {peak / MB:,.0f} MB above its start on the CPU, against "
+        measured = (f"the step measured {peak / MB:,.0f} MB above its start on the CPU, against "
                     f"{(grads + activations) / MB:,.0f} MB estimated for its gradients and activations")
     mean_len = sum(lengths) / len(lengths)
     longer = ""   # long answers: a step's time grows with its completions, which GRPO may lengthen (lesson 11)
@@ -286,21 +286,13 @@ def _step_finding(cfg, model, tok, train: list[dict], reward_fn, device, prompt_
                    f"sampling {row['sample_s']:.2f} s, learning {row['learn_s']:.2f} s")
 
 
-def _cpu_update_peak(cfg, twin, opt, tok, train: list[dict], reward_fn, device) -> int:
-    """Bytes the update allocates above its start on the CPU (under the profiler), on the batch after the timed ones."""
-    from .advantage import group_advantages
+def _cpu_step_peak(cfg, twin, ref, opt, tok, train: list[dict], reward_fn, device) -> int:
+    """Bytes the run's own step (trainer.grpo_step: sampling, scoring, update) allocates above its start on the
+    CPU, under the profiler, on the batch after the timed ones."""
     from .data import prompt_batch
-    from .loss import loss_mask
-    from .model import precision
-    from .optim import update_policy
-    from .sampler import rollout
-    with precision(device, cfg.sample_dtype or cfg.dtype):
-        nxt = rollout(twin, tok, prompt_batch(train, 2, cfg.prompts_per_step, cfg.seed), reward_fn, cfg,
-                      torch.Generator(device=device).manual_seed(cfg.seed + 2))
-    adv = group_advantages(nxt.rewards, cfg.group_size, scale=cfg.scale, std=cfg.std, eps=cfg.std_eps)
-    mask = loss_mask(nxt.samples.completion_mask, nxt.samples.truncated, cfg.mask_truncated)
-    _, peak = cpu_peak(lambda: update_policy(twin, opt, nxt.samples, adv, mask, cfg, ref_logp=None,
-                                             skip_zero_adv=cfg.skip_zero_adv and cfg.beta == 0))
+    from .trainer import grpo_step
+    _, peak = cpu_peak(lambda: grpo_step(twin, ref, tok, opt, prompt_batch(train, 2, cfg.prompts_per_step, cfg.seed),
+                                         reward_fn, cfg, torch.Generator(device=device).manual_seed(cfg.seed + 2)))
     return peak
 
 

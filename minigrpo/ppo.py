@@ -121,3 +121,20 @@ def ppo_step(policy, critic: Critic, tok, opt, records: list[dict], reward_fn, c
     # ---- 5. log ----
     return step_row(ro, upd, cfg.group_size) | {"sample_s": ro.sample_s,
                                                 "learn_s": time.perf_counter() - t0 - ro.sample_s} | extra
+
+
+class PPOStep:
+    """PPO as train_grpo's step function (`step=PPOStep(critic)`): ppo_step with this critic on each batch.
+    Checkpoints save the critic (state) and a resumed run loads it back (load)."""
+
+    def __init__(self, critic: Critic):
+        self.critic = critic
+
+    def __call__(self, run, step: int, batch: list[dict]) -> dict:
+        return ppo_step(run.policy, self.critic, run.tok, run.opt, batch, run.reward_fn, run.cfg, run.generator)
+
+    def state(self) -> dict:
+        return {"critic": self.critic.state()}
+
+    def load(self, extra: dict) -> None:
+        self.critic.load(extra["critic"])

@@ -13,6 +13,8 @@ import copy
 import os
 import signal
 import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +30,7 @@ from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, t
 from .loss import kl_estimate, loss_mask
 from .model import LogprobHead, plain_head, precision, sync_clock
 from .optim import grpo_lr, logprobs_in_chunks, make_optimizer, set_lr, update_policy
-from .ppo import Critic, ppo_step
+from .ppo import Critic, PPOStep
 from .reward import parse_reward
 from .sampler import dynamic_rollout, rollout
 
@@ -94,6 +96,33 @@ def grpo_step(policy, ref_model, tok, opt, records: list[dict], reward_fn, cfg, 
     return row
 
 
+@dataclass
+class Run:
+    """What every step of one run shares, handed to the step function `step(run, step, batch) -> row`."""
+    trainee: object             # the training forward: the policy, or its DDP / compiled wrapper (_trainee)
+    policy: object              # the model itself: sampling and evaluation use it
+    ref_model: object           # pi_ref (frozen), or None at beta = 0 without cfg.log_kl
+    tok: object
+    opt: torch.optim.Optimizer
+    reward_fn: Callable
+    cfg: object
+    generator: torch.Generator  # the sampler's random numbers (one per rank)
+    scaler: object              # float16's GradScaler, or None
+    ranks: Ranks
+    generation: object          # generation.Generation, or None for the KV-cache sampler
+    train_records: list         # the training prompts (dynamic sampling draws its extra batches from them)
+
+
+def grpo_run_step(run: Run, step: int, batch: list[dict]) -> dict:
+    """train_grpo's default step (algo grpo, reinforce, rloo): grpo_step on this rank's `batch` of prompts, its
+    tokens traced every cfg.trace_every steps (lesson 9), DAPO's extra batches drawn from run.train_records."""
+    cfg = run.cfg
+    more = lambda k: shard(prompt_batch(run.train_records, step, cfg.prompts_per_step, cfg.seed, k), run.ranks)
+    trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
+    return grpo_step(run.trainee, run.ref_model, run.tok, run.opt, batch, run.reward_fn, cfg, run.generator, more,
+                     trace, run.scaler, ranks=run.ranks, generation=run.generation)
+
+
 class StopAfterStep:
     """Ctrl-C (SIGINT) asks the loop to stop once the current step is finished and saved.
 
@@ -121,38 +150,39 @@ class StopAfterStep:
 
 def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[dict], *, resume: str | None = None,
                start: str | None = None, progress: bool = True, checkpoint_dir: str | None = None,
-               critic=None, generation=None) -> list[dict]:
+               generation=None, step=None, on_row=()) -> list[dict]:
     """Run cfg.steps steps of cfg.algo on `policy` in place; returns the metric rows.
 
     Writes run_config.json and metrics.jsonl to cfg.out_dir, and a checkpoint (checkpoint_dir, default
     out_dir/checkpoint) every cfg.save_every steps and at the end; `resume` continues from one. `start`
     names the checkpoint the policy starts from (pi_ref is then not written again with every save).
-    `critic` (algo='ppo' only) is a ppo.Critic to train on, e.g. one warmed up first (lesson 8); default a new one.
     `generation` (generation.py) samples the completions, e.g. another engine; default the KV-cache sampler.
     A non-finite loss or an unwritable checkpoint stops the run naming the checkpoint that is kept.
+
+    What attaches (the course's experiments use these; the loop itself knows none of them):
+    `step(run, step, batch) -> row` is one step on this rank's batch of prompts (Run: what the steps share);
+    default grpo_run_step, or for algo='ppo' ppo.PPOStep with a new critic (lesson 8 passes one warmed up).
+    A step with state() and load(extra) has that state saved in each checkpoint and restored on resume.
+    `on_row` are callables `hook(row)`, run on rank 0 with each step's completed row (evaluated when due)
+    before the doctor reads it and metrics.jsonl gets it: a hook may add keys (lesson 7 adds its checkers' shares).
     """
     device = next(policy.parameters()).device
     ranks = start_ranks(cfg, device)                     # torchrun: this process's rank (distributed.py)
-    _check_run(cfg, ranks, critic)
+    _check_run(cfg, ranks, step)
+    step_fn = step or (PPOStep(Critic(policy, cfg)) if cfg.algo == "ppo" else grpo_run_step)
     ckpt = checkpoint_dir or os.path.join(cfg.out_dir, "checkpoint")
-    reward_fn = parse_reward(cfg.reward)
-    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
-    trainee, opt, scaler = _trainee(policy, cfg, device, ranks)
-    critic = Critic(policy, cfg) if cfg.algo == "ppo" and critic is None else critic
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * ranks.rank)   # each rank its own samples
-    state = restore(resume, opt, generator, critic) if resume else {}
-    if ranks.active and "generators" in state.get("extra", {}):
-        generator.set_state(state["extra"]["generators"][ranks.rank].to(generator.get_state().device))
+    run = _new_run(policy, tok, cfg, device, ranks, train_records, generation)
+    state = _resume(resume, run.opt, run.generator, ranks, step_fn)
     first = state.get("step", 0)
-    reference, ref_models = reference_record(ref_model, start, resume, state) if ref_model is not None else ({}, {})
+    reference, ref_models = reference_record(run.ref_model, start, resume, state) if run.ref_model else ({}, {})
     log, traces = _open_logs(cfg, ranks, resume, first, state)
-    eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
-    watch = _watch(cfg, log)
+    hooks = [_write_tokens(traces, cfg), _evaluation(policy, tok, test_records, cfg), *on_row,
+             _doctor(_watch(cfg, log), progress)]
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
         nonlocal saved
-        _save(ckpt, step, policy, tok, cfg, opt, generator, ranks, log, reference, critic, ref_models)
+        _save(ckpt, step, run, log, reference, getattr(step_fn, "state", dict)(), ref_models)
         saved = step
 
     bar = _bar(cfg, first, progress and ranks.main, log)
@@ -160,10 +190,9 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     try:
         with StopAfterStep() as stop:
             for step in bar:
-                row = _run_step(step, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg,
-                                generator, scaler, ranks, generation)
-                _finish_row({"step": step + 1, **row}, policy, tok, eval_records, cfg, ranks, log, traces, watch,
-                            progress)
+                set_lr(run.opt, grpo_lr(step, cfg))
+                batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), ranks)
+                _finish_row({"step": step + 1, **step_fn(run, step, batch)}, ranks, log, hooks)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
                 if stop.requested:  # Ctrl-C during this step: it is finished and saved
@@ -181,28 +210,37 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     return log.rows if log is not None else []
 
 
-def _run_step(step: int, train_records, trainee, policy, ref_model, critic, tok, opt, reward_fn, cfg, generator,
-              scaler, ranks: Ranks, generation=None) -> dict:
-    """GRPO step `step` (0-based; or PPO's, with a critic) on its batch of prompts, this rank's share; its row."""
-    set_lr(opt, grpo_lr(step, cfg))
-    batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), ranks)
-    if critic is not None:
-        return ppo_step(policy, critic, tok, opt, batch, reward_fn, cfg, generator)
-    more = lambda k: shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed, k), ranks)
-    trace = bool(cfg.trace_every) and (step + 1) % cfg.trace_every == 0
-    return grpo_step(trainee, ref_model, tok, opt, batch, reward_fn, cfg, generator, more, trace, scaler, ranks=ranks,
-                     generation=generation)
+def _new_run(policy, tok, cfg, device, ranks: Ranks, train_records, generation) -> Run:
+    """What the steps share: pi_ref (a frozen copy, when beta > 0 or cfg.log_kl), the training forward and its
+    optimizer, the reward function, and the sampler's generator (seeded per rank: each rank its own samples)."""
+    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.beta > 0 or cfg.log_kl else None
+    trainee, opt, scaler = _trainee(policy, cfg, device, ranks)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * ranks.rank)
+    return Run(trainee, policy, ref_model, tok, opt, parse_reward(cfg.reward), cfg, generator, scaler, ranks,
+               generation, train_records)
 
 
-def _save(ckpt: str, step: int, policy, tok, cfg, opt, generator, ranks: Ranks, log, reference, critic,
-          ref_models) -> None:
-    """A checkpoint of `step`, written atomically by rank 0; every rank hands it its generator's state."""
-    generators = gather_objects(generator.get_state(), ranks)          # every rank takes part
-    if ranks.main:
-        extra = {"generator": generator.get_state(), "metrics": log.rows, "reference": reference,
-                 **({"generators": generators} if ranks.active else {}),
-                 **({"critic": critic.state()} if critic is not None else {})}
-        save_checkpoint(ckpt, policy, tok, cfg=cfg, step=step, optimizer=opt, extra=extra, models=ref_models)
+def _save(ckpt: str, step: int, run: Run, log, reference, step_state: dict, ref_models) -> None:
+    """A checkpoint of `step`, written atomically by rank 0; every rank hands it its generator's state.
+    `step_state` is the step function's own (PPO's critic)."""
+    generators = gather_objects(run.generator.get_state(), run.ranks)          # every rank takes part
+    if run.ranks.main:
+        extra = {"generator": run.generator.get_state(), "metrics": log.rows, "reference": reference,
+                 **({"generators": generators} if run.ranks.active else {}), **step_state}
+        save_checkpoint(ckpt, run.policy, run.tok, cfg=run.cfg, step=step, optimizer=run.opt, extra=extra,
+                        models=ref_models)
+
+
+def _resume(resume: str | None, opt, generator, ranks: Ranks, step_fn) -> dict:
+    """The checkpoint's state loaded into the optimizer, the generators and the step function; {} for a new run."""
+    if not resume:
+        return {}
+    state = restore(resume, opt, generator)
+    if ranks.active and "generators" in state["extra"]:
+        generator.set_state(state["extra"]["generators"][ranks.rank].to(generator.get_state().device))
+    if hasattr(step_fn, "load"):
+        step_fn.load(state["extra"])
+    return state
 
 
 def _watch(cfg, log) -> Watch:
@@ -223,14 +261,17 @@ def _bar(cfg, first: int, show: bool, log):
     return bar
 
 
-def _check_run(cfg, ranks: Ranks, critic) -> None:
+def _check_run(cfg, ranks: Ranks, step_fn) -> None:
     """One-line errors, before anything is built, for a run train_grpo cannot do: the config's values (once for the
-    run; the loss does not check them again), PPO under torchrun, a critic without PPO."""
+    run; the loss does not check them again), PPO under torchrun, PPO's step without algo='ppo' or the reverse
+    (`step_fn` None: the default, which matches cfg.algo)."""
     validate(cfg)
     if ranks.active and cfg.algo == "ppo":
         raise ValueError("algo='ppo' under torchrun: lesson 8's PPO runs in one process; use grpo, rloo or reinforce")
-    if critic is not None and cfg.algo != "ppo":
+    if isinstance(step_fn, PPOStep) and cfg.algo != "ppo":
         raise ValueError(f"a critic was given to train_grpo, but algo={cfg.algo!r} has none: only algo='ppo' uses one")
+    if cfg.algo == "ppo" and step_fn is not None and not isinstance(step_fn, PPOStep):
+        raise ValueError("algo='ppo' needs PPO's step (ppo.PPOStep with its critic), not another step function")
 
 
 def _trainee(policy, cfg, device, ranks: Ranks):
@@ -257,27 +298,52 @@ def _open_logs(cfg, ranks: Ranks, resume, first: int, state: dict):
     return log, traces
 
 
-def _finish_row(row: dict, policy, tok, eval_records, cfg, ranks: Ranks, log, traces, watch, progress: bool) -> None:
-    """A step's row, completed and written (rank 0): merged over the ranks, the traced tokens to tokens.jsonl, the
-    held-out evaluation when it is due, the doctor's notes, then metrics.jsonl."""
-    step = row["step"]
+def _finish_row(row: dict, ranks: Ranks, log, hooks) -> None:
+    """A step's row, completed and written (rank 0): merged over the ranks, then each hook in turn (the traced
+    tokens to tokens.jsonl, the held-out evaluation when due, the caller's on_row, the doctor), then metrics.jsonl."""
     tokens = row.pop("tokens", None)
     if ranks.active:   # one row for the global batch (distributed.merge_rows)
         row = merge_rows(gather_objects(row, ranks))
     if not ranks.main:
         return
-    if tokens is not None:   # the clip scrubber's data (lesson 9): one line per traced step
-        traces.append({"step": step, "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
-                       "groups": cfg.group_size, "completions": tokens})
-    if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-        _evaluate_into(row, policy, tok, eval_records, cfg)
-    notes = watch.check(row)
-    if notes:   # in the metrics file too
-        row["doctor"] = notes
-        if progress:
-            for note in notes:
-                tqdm.write(note)
+    if tokens is not None:
+        row["tokens"] = tokens   # rank 0's traced tokens
+    for hook in hooks:
+        hook(row)
     log.log(row)
+
+
+def _write_tokens(traces, cfg):
+    """Hook: a traced step's tokens leave the row for tokens.jsonl, lesson 9's clip scrubber's data (one line each)."""
+    def hook(row: dict) -> None:
+        tokens = row.pop("tokens", None)
+        if tokens is not None:
+            traces.append({"step": row["step"], "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
+                           "groups": cfg.group_size, "completions": tokens})
+    return hook
+
+
+def _evaluation(policy, tok, test_records, cfg):
+    """Hook: the held-out evaluation (the first cfg.eval_size test records) every cfg.eval_every steps and after
+    the last."""
+    eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
+
+    def hook(row: dict) -> None:
+        if (cfg.eval_every and row["step"] % cfg.eval_every == 0) or row["step"] == cfg.steps:
+            _evaluate_into(row, policy, tok, eval_records, cfg)
+    return hook
+
+
+def _doctor(watch: Watch, progress: bool):
+    """Hook: the doctor's rules on the row; the notes of those that fire go into the row (and to the screen)."""
+    def hook(row: dict) -> None:
+        notes = watch.check(row)
+        if notes:
+            row["doctor"] = notes
+            if progress:
+                for note in notes:
+                    tqdm.write(note)
+    return hook
 
 
 def _evaluate_into(row: dict, policy, tok, eval_records, cfg) -> None:

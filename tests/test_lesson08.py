@@ -207,11 +207,15 @@ def test_critic_warmup_runs_end_to_end(tmp_path):
 def test_a_critic_is_refused_where_the_algorithm_has_none(tmp_path):
     from minigrpo.config import make_config
     from minigrpo.model import build_model
-    from minigrpo.ppo import Critic
+    from minigrpo.ppo import Critic, PPOStep
     from minigrpo.tokenizer import build_tokenizer
-    from minigrpo.trainer import train_grpo
+    from minigrpo.trainer import grpo_run_step, train_grpo
     cfg = make_config("tiny", out_dir=str(tmp_path))
     tok = build_tokenizer()
     policy = build_model(cfg, tok)
     with pytest.raises(ValueError, match="only algo='ppo'"):
-        train_grpo(policy, tok, cfg, [], [], critic=Critic(policy, make_config("tiny", algo="ppo")), progress=False)
+        train_grpo(policy, tok, cfg, [], [], step=PPOStep(Critic(policy, make_config("tiny", algo="ppo"))),
+                   progress=False)
+    with pytest.raises(ValueError, match="algo='ppo' needs PPO's step"):
+        train_grpo(policy, tok, make_config("tiny", algo="ppo", out_dir=str(tmp_path)), [], [], step=grpo_run_step,
+                   progress=False)

@@ -461,3 +461,56 @@ def test_the_loss_can_skip_its_argument_checks():
     assert torch.equal(checked, unchecked)
     with pytest.raises(ValueError, match="eps_low"):
         grpo_loss(logp, old, adv, mask, eps_low=1.5)
+
+
+class CountingStep:
+    """A step function of the caller's (train_grpo's `step=`): GRPO's, counting the prompts it saw, a count that
+    checkpoints keep (state) and a resumed run gets back (load)."""
+
+    def __init__(self):
+        from minigrpo.trainer import grpo_run_step
+        self.inner, self.prompts, self.loaded = grpo_run_step, 0, None
+
+    def __call__(self, run, step, batch):
+        self.prompts += len(batch)
+        return self.inner(run, step, batch) | {"prompts_seen": self.prompts}
+
+    def state(self):
+        return {"counting": {"prompts": self.prompts}}
+
+    def load(self, extra):
+        self.loaded = extra["counting"]["prompts"]
+        self.prompts = self.loaded
+
+
+def test_a_step_function_and_row_hooks_attach_and_resume(tmp_path):
+    """The loop runs the caller's step and hooks: the hook sees the completed row (evaluated when due) and what it
+    adds reaches metrics.jsonl; the step's own state is checkpointed and restored. The rows are GRPO's own."""
+    seen = []
+
+    def hook(row):
+        seen.append(("eval_accuracy" in row, row["step"]))
+        row["doubled"] = 2 * row["step"]
+
+    def run(name, steps, resume=None, step=None):
+        cfg = make_config("tiny", out_dir=str(tmp_path / name), steps=steps, save_every=2, eval_every=2)
+        tok = build_tokenizer()
+        model = load_checkpoint(resume)[0] if resume else build_model(cfg, tok)
+        rows = train_grpo(model, tok, cfg, RECORDS * 4, RECORDS, resume=resume, progress=False, step=step,
+                          on_row=[hook])
+        return cfg, rows
+
+    counting = CountingStep()
+    cfg, rows = run("counted", 2, step=counting)
+    prompts_per_step = cfg.prompts_per_step
+    assert seen == [(False, 1), (True, 2)]
+    assert [r["doubled"] for r in read_metrics(os.path.join(cfg.out_dir, "metrics.jsonl"))] == [2, 4]
+    assert [r["prompts_seen"] for r in rows] == [prompts_per_step, 2 * prompts_per_step]
+    again = CountingStep()
+    _, resumed = run("counted", 4, resume=os.path.join(cfg.out_dir, "checkpoint"), step=again)
+    assert again.loaded == 2 * prompts_per_step and resumed[-1]["prompts_seen"] == 4 * prompts_per_step
+    # the same run without the attachments: the same GRPO rows, bit for bit
+    _, plain = run("plain", 4)
+    drop = ("sample_s", "learn_s", "prompts_seen", "doubled")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in plain]

@@ -51,11 +51,11 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
     out_dir keeps the run's metrics.jsonl; its final checkpoint is deleted (12 runs would be ~100 MB).
     """
     import torch
-    from ..checkpoint import load_model, load_state
+    from ..checkpoint import load_model
     from ..config import make_config
     from ..evaluate import evaluate
     from ..pipeline import prepare_model, seed_everything, split
-    from ..ppo import Critic
+    from ..ppo import Critic, PPOStep
     from ..reward import parse_reward
     from ..trainer import train_grpo
 
@@ -77,11 +77,9 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
         history = warm_up_critic(model, critic, tok, train, test[:prompts_per_step], parse_reward(cfg.reward), cfg,
                                  max_steps=critic_warmup, progress=progress)
         warmup = {"history": history, "seconds": time.perf_counter() - began}
-    rows = train_grpo(model, tok, cfg, train, test, progress=progress, start=init, critic=critic)
-    if algo == "ppo":  # the trained critic, from the final checkpoint train_grpo wrote
-        critic = Critic(model, cfg)
-        critic.load(load_state(os.path.join(out_dir, "checkpoint"))["extra"]["critic"])
-        critic.eval()
+    step = PPOStep(critic or Critic(model, cfg)) if algo == "ppo" else None   # PPO attaches as the step
+    rows = train_grpo(model, tok, cfg, train, test, progress=progress, start=init, step=step)
+    critic = step.critic if step is not None else None   # trained
     shutil.rmtree(os.path.join(out_dir, "checkpoint"), ignore_errors=True)
     seconds, curve = 0.0, [{"step": 0, "seconds": 0.0, "accuracy": start_acc}]
     for r in rows:

@@ -52,44 +52,46 @@ def shares(pairs: list[tuple[dict, str]]) -> dict:
 
 
 def run_one(reward: str, seed: int, steps: int = STEPS, init: str = START, progress: bool = True) -> dict:
-    """Train lesson 9's BASE setting from `init` with CHECKERS[reward]; the per-step shares and the end's."""
+    """Train lesson 9's BASE setting from `init` with CHECKERS[reward]; the per-step shares and the end's.
+
+    The run is train_grpo's, with two attachments: a step function that scores with this checker (and keeps
+    what it scored), and a row hook that records the step's shares. Its metrics and final checkpoint go to a
+    temporary folder; what the lesson reads is the returned record."""
+    import dataclasses
+    import tempfile
     import torch
-    from tqdm.auto import tqdm
     from ..checkpoint import load_model
     from ..config import make_config
-    from ..data import prompt_batch
     from ..evaluate import generate
-    from ..optim import grpo_lr, make_optimizer, set_lr
     from ..pipeline import prepare_model, seed_everything, split
-    from ..trainer import grpo_step
+    from ..trainer import grpo_run_step, train_grpo
 
-    cfg = make_config("equations", seed=seed, data_dir=os.path.join(ROOT, "data"),
-                      **{**BASE, "steps": steps, "save_every": 0})
     seed_everything(seed)
     device = torch.device("cpu")
     model, tok = load_model(init, device)
     model = prepare_model(model, device)
-    train, test = split(cfg, "train", tok), split(cfg, "test", tok)[:cfg.eval_size]
-    opt = make_optimizer(model.parameters(), cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    seen = []   # the (record, completion) pairs the reward scored in this step
+    seen, curve = [], []   # the (record, completion) pairs the reward scored in this step; the shares per step
 
     def reward_fn(prompt, completion, **fields):
         seen.append(({**fields, "prompt": prompt}, completion))
         return CHECKERS[reward](prompt, completion, **fields)
+
+    def step(run, k, batch):   # GRPO's step, paid by this checker
+        seen.clear()
+        return grpo_run_step(dataclasses.replace(run, reward_fn=reward_fn), k, batch)
 
     def held_out() -> list[tuple[dict, str]]:
         completions = generate(model, tok, [r["prompt"] for r in test], max_new_tokens=cfg.max_new_tokens,
                                greedy=True)
         return list(zip(test, completions))
 
-    start, curve = shares(held_out()), []
-    for step in tqdm(range(steps), desc=f"{reward} seed {seed}", disable=not progress):
-        set_lr(opt, grpo_lr(step, cfg))
-        seen.clear()
-        grpo_step(model, None, tok, opt, prompt_batch(train, step, cfg.prompts_per_step, cfg.seed), reward_fn,
-                  cfg, generator)
-        curve.append({"step": step + 1, **shares(seen)})
+    with tempfile.TemporaryDirectory(prefix="hacking-") as out_dir:
+        cfg = make_config("equations", seed=seed, data_dir=os.path.join(ROOT, "data"), out_dir=out_dir,
+                          **{**BASE, "steps": steps, "save_every": 0, "eval_every": 0})
+        train, test = split(cfg, "train", tok), split(cfg, "test", tok)[:cfg.eval_size]
+        start = shares(held_out())
+        train_grpo(model, tok, cfg, train, test, progress=progress, step=step,
+                   on_row=[lambda row: curve.append({"step": row["step"], **shares(seen)})])
     end = held_out()
     overpaid = [(r["prompt"], c, r["answer"]) for r, c in end
                 if lenient(r["prompt"], c, r["answer"]) > strict(r["prompt"], c, r["answer"])]
