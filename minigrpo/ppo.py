@@ -42,7 +42,7 @@ class Critic(torch.nn.Module):
         ids = torch.cat([prompt_ids, completion_ids], dim=1)                # (N, P+T)
         attn = torch.cat([prompt_mask, completion_mask], dim=1)             # (N, P+T)
         h = self.body(input_ids=ids, attention_mask=attn, position_ids=positions(attn),
-                      use_cache=False).last_hidden_state                   # (N, P+T, H)
+                      use_cache=False).last_hidden_state                   # (N, P+T, d)
         v = self.head(h[:, P - 1:P + T - 1].float()).squeeze(-1)           # (N, T) state before c_t
         return v * completion_mask
 

@@ -36,7 +36,7 @@ class SharedPrompt:
     """The B prompts' keys and values (from the prefill's cache) and which rows the decoding batch holds."""
 
     def __init__(self, cache, prompt_mask: torch.Tensor, group_size: int):
-        self.keys = [layer.keys for layer in cache.layers]            # (B, kv_heads, P, d_head) per layer
+        self.keys = [layer.keys for layer in cache.layers]            # (B, h_kv, P, d) per layer
         self.values = [layer.values for layer in cache.layers]
         self.B, self.G = prompt_mask.shape[0], group_size
         self.N = self.B * self.G
@@ -50,16 +50,16 @@ class SharedPrompt:
         self.row_bias = self.bias.index_select(0, rows // self.G)      # (n, 1, 1, P)
 
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, heads, 1, k) of the batch's rows -> (B, heads, G, k) of all N rows (0 for rows not in the batch)."""
-        n, h, _, k = x.shape
+        """(n, h, 1, w) of the batch's rows -> (B, h, G, w) of all N rows (w: d or P) (0 for rows not in the batch)."""
+        n, h, _, w = x.shape
         if n != self.N:
-            x = x.new_zeros(self.N, h, 1, k).index_copy(0, self.rows, x)   # (N, h, 1, k)
-        return x.view(self.B, self.G, h, k).transpose(1, 2)                   # (B, h, G, k)
+            x = x.new_zeros(self.N, h, 1, w).index_copy(0, self.rows, x)   # (N, h, 1, w)
+        return x.view(self.B, self.G, h, w).transpose(1, 2)                   # (B, h, G, w)
 
     def ungrouped(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, heads, G, k) -> (n, heads, 1, k) of the batch's rows."""
-        B, h, G, k = x.shape
-        x = x.transpose(1, 2).reshape(self.N, h, 1, k)                        # (N, h, 1, k)
+        """(B, h, G, w) -> (n, h, 1, w) of the batch's rows."""
+        B, h, G, w = x.shape
+        x = x.transpose(1, 2).reshape(self.N, h, 1, w)                        # (N, h, 1, w)
         return x if len(self.rows) == self.N else x.index_select(0, self.rows)
 
 
