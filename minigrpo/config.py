@@ -104,7 +104,7 @@ class Config:
     grad_clip: float = 1.0         # clip the gradient's global norm to this (0 = off)
     mask_truncated: bool = False   # DAPO's overlong filtering: no loss on completions cut off without EOS
     skip_zero_adv: bool = True     # leave rows with advantage 0 out of the backward pass (same gradient when beta=0)
-    # --- the other policy-gradient methods of lesson 8 (ppo.py); GRPO ignores these ---
+    # --- lesson 8's other policy-gradient methods (ppo.py; algo='ppo' uses the rest of this group); GRPO ignores them ---
     algo: str = "grpo"             # grpo | ppo (critic + GAE) | reinforce (batch-mean baseline) | rloo (leave-one-out)
     gamma: float = 1.0             # PPO: discount per token (1: the reward at the end counts fully everywhere)
     gae_lambda: float = 0.95       # PPO: GAE's lambda (1: A_t = R - V(s_t); 0: one-step TD)
@@ -115,6 +115,7 @@ class Config:
     eval_size: int = 500           # held-out test problems per evaluation (0 = all)
     eval_batch_size: int = 256     # prompts per greedy generation batch when evaluating
     save_every: int = 100          # write a checkpoint every N GRPO steps (0 = only at the end)
+    # --- lesson 9's token trace, the clip scrubber's data (a measurement: training is the same with or without) ---
     trace_every: int = 0           # every N steps, write each token's ratio, clip, entropy, advantage to tokens.jsonl (0 = off)
     trace_groups: int = 4          # groups (prompts) per traced step
 

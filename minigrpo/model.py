@@ -5,8 +5,10 @@ the sampling temperature, the numbers the sampler computes (tests/test_sampler.p
 left-padded, so a token's position is the number of real tokens before it. It works for any
 transformers causal LM: the LM head runs only at the completion's positions (`logits_to_keep`), and a
 selective log-softmax takes each token's log-prob without a (N, T, V) log-softmax tensor (TRL's
-`selective_log_softmax` does the same; logprobs.py), so with micro-batches of m rows the logits held at once are
-(m, T, V), not (N, P+T, V).
+`selective_log_softmax` does the same; logprobs.py), so with micro-batches of k rows the logits held at once are
+(k, T, V), not (N, P+T, V). Everything that trains or scores calls `completion_logprobs`; the ways it runs (each
+prompt once: _shared_prompt_logprobs; each distinct row once: plain_logprobs; the head only where needed:
+_head_logprobs; as a module for DDP and torch.compile: LogprobHead) are its parts, chosen by its arguments.
 """
 from __future__ import annotations
 
@@ -97,7 +99,7 @@ def plain_head(model) -> bool:
             and not getattr(config, "final_logit_softcapping", None) and hasattr(model, "base_model"))
 
 
-def head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, temperature: float) -> torch.Tensor:
+def _head_logprobs(lm, input_ids, attention_mask, position_ids, completion_ids, temperature: float) -> torch.Tensor:
     """log pi(c_t | prefix) (N, T) of a plain-head causal LM `lm`: its decoder, then LinearLogprob at the
     completion's positions."""
     T = completion_ids.shape[1]
@@ -153,9 +155,9 @@ def length_buckets(lengths: list[int], cost: float | None = None) -> list[int]:
     return bounds[::-1]
 
 
-def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
+def _shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
                            temperature: float) -> torch.Tensor:
-    """head_logprobs with each distinct prompt run once: the G rows of a group share their prompt's keys and values.
+    """_head_logprobs with each distinct prompt run once: the G rows of a group share their prompt's keys and values.
 
     The G completions of a prompt see the same P prompt tokens, so the decoder's work on them is the same G
     times over. Here the U distinct prompts among the N rows go through the decoder once, with a KV cache
@@ -212,7 +214,7 @@ def shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completi
 
 
 class LogprobHead(torch.nn.Module):
-    """A plain-head causal LM whose forward is the training forward pass (head_logprobs, or shared_prompt_logprobs
+    """A plain-head causal LM whose forward is the training forward pass (_head_logprobs, or _shared_prompt_logprobs
     with `share`), so that DDP, which all-reduces only what goes through its own forward, can wrap it."""
 
     def __init__(self, lm):
@@ -247,7 +249,7 @@ def stochastic(lm) -> bool:
 
 def plain_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float,
                    share: bool, merge: bool = False) -> torch.Tensor:
-    """The training forward of a plain-head LM `lm`: shared_prompt_logprobs with `share`, else head_logprobs
+    """The training forward of a plain-head LM `lm`: _shared_prompt_logprobs with `share`, else _head_logprobs
     of prompt and completion in one sequence. With `merge`, rows that are equal (a group's samples often are:
     on the CPU preset about 1 in 3.6 trained rows is distinct) go through it once and their log-probs are
     copied by index, whose backward adds their gradients up: the same log-probs and gradient as each row's own
@@ -259,10 +261,10 @@ def plain_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask,
             return plain_logprobs(lm, pick(prompt_ids), pick(prompt_mask), pick(completion_ids),
                                   pick(completion_mask), temperature, share).index_select(0, inverse)   # (N, T)
     if share:
-        return shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        return _shared_prompt_logprobs(lm, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)                    # (N, P+T)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)                       # (N, P+T)
-    return head_logprobs(lm, input_ids, attn, positions(attn), completion_ids, temperature)
+    return _head_logprobs(lm, input_ids, attn, positions(attn), completion_ids, temperature)
 
 
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -279,7 +281,7 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     Returns logp (N, T), log pi(c_t | prompt, c_<t) at `temperature` (0 where masked), and with
     `with_entropy` the entropy (N, T) of each of those next-token distributions (no gradient). With
     `share_prompts` (a plain-head LM, no entropy), each distinct prompt goes through the decoder once
-    (shared_prompt_logprobs); with `merge` (the same), each distinct row once (plain_logprobs).
+    (_shared_prompt_logprobs); with `merge` (the same), each distinct row once (plain_logprobs).
     """
     T = completion_ids.shape[1]
     inner = base_model(model)
