@@ -11,7 +11,10 @@ progress bar of its live training (tqdm.auto draws it as a widget); lesson 07's
 bar is the same code and is left to nbval, to save its minute of training.
 Lesson 09's clip scrubber is scrubbed through steps, groups and updates with the
 keyboard; its caption must count the clipped tokens as the rule of DAPO's clip
-gives them, from the committed tokens.jsonl read here.
+gives them, from the committed tokens.jsonl read here. The Chinese edition's
+lesson 03 (notebooks/zh/) is opened too: its Chinese title must be drawn in real
+glyphs, not the empty boxes of a machine without a CJK font, and its clip
+explorer must follow the keyboard as the English one does.
 A missing ipywidgets front-end, an Output widget that never renders, or a
 callback that raises in the kernel fails here, though tests/test_viz.py
 passes. On failure, a screenshot, the page's HTML and the server log go to
@@ -27,7 +30,7 @@ import re
 
 import pytest
 
-from jupyterlab_browser import CHROMIUM_ARGS, REPO, VIEWPORT, LabServer, LessonPage, find_chromium, keep_evidence
+from jupyterlab_browser import CHROMIUM_ARGS, PANEL, REPO, VIEWPORT, LabServer, LessonPage, find_chromium, keep_evidence
 
 LESSONS = ("03_clipping.ipynb", "04_kl_and_objective.ipynb", "06_train_arithmetic.ipynb", "09_the_grpo_family.ipynb")
 UPDATE_TIMEOUT = 60.0  # seconds for the kernel to answer one key press (generous: 2 busy cores)
@@ -175,35 +178,40 @@ def test_clip_explorer_follows_the_keyboard(lab, page):
     with keep_evidence(lesson, "03_clipping"):
         lesson.open()
         lesson.run_all()
-        widget = rendered_widget(lesson, "explorer = viz.clip_explorer(")
-        state = {"eps_low": 0.2, "eps_high": 0.28, "p_old": 0.01, "sign": 1}  # what the lesson sets, and restores
+        drive_clip_explorer(lesson)
 
-        def shows(what: str) -> str:
-            expect(lesson, lambda: clip_mismatches(widget, **state), what)
-            return figure(widget)
 
-        start = shows("after Run All Cells, the clip explorer is not where the lesson left it")
+def drive_clip_explorer(lesson: LessonPage) -> None:
+    """Move every control of lesson 03's clip explorer with the keyboard; the page must follow each move."""
+    widget = rendered_widget(lesson, "explorer = viz.clip_explorer(")
+    state = {"eps_low": 0.2, "eps_high": 0.28, "p_old": 0.01, "sign": 1}  # what the lesson sets, and restores
 
-        lesson.press(slider(widget, "eps_high")[0], "ArrowRight", 5)  # step 0.01
-        state["eps_high"] = 0.33
-        up = shows("eps_high moved 0.28 -> 0.33 with the keyboard")
-        assert up != start, "the figure did not change when eps_high moved"
+    def shows(what: str) -> str:
+        expect(lesson, lambda: clip_mismatches(widget, **state), what)
+        return figure(widget)
 
-        lesson.press(widget.locator(".widget-toggle-button", has_text="A < 0"), "Space")
-        state["sign"] = -1
-        down = shows("advantage switched to A < 0 with the keyboard (the printed bounds cover both signs)")
-        assert down != up, "the figure did not change when the advantage turned negative"
-        lesson.press(widget.locator(".widget-toggle-button", has_text="A > 0"), "Space")
-        state["sign"] = 1
-        assert shows("advantage switched back to A > 0") == up, "same controls, yet a different figure"
+    start = shows("after Run All Cells, the clip explorer is not where the lesson left it")
 
-        lesson.press(slider(widget, "eps_low")[0], "ArrowLeft", 5)
-        state["eps_low"] = 0.15
-        assert shows("eps_low moved 0.2 -> 0.15 with the keyboard") != up, "the figure did not change with eps_low"
+    lesson.press(slider(widget, "eps_high")[0], "ArrowRight", 5)  # step 0.01
+    state["eps_high"] = 0.33
+    up = shows("eps_high moved 0.28 -> 0.33 with the keyboard")
+    assert up != start, "the figure did not change when eps_high moved"
 
-        lesson.press(slider(widget, "p_old")[0], "End")  # the slider's maximum, probability 1
-        state["p_old"] = 1.0
-        shows("p_old moved to 1 with the End key: up to min(1, 1.33) = 1, capped")
+    lesson.press(widget.locator(".widget-toggle-button", has_text="A < 0"), "Space")
+    state["sign"] = -1
+    down = shows("advantage switched to A < 0 with the keyboard (the printed bounds cover both signs)")
+    assert down != up, "the figure did not change when the advantage turned negative"
+    lesson.press(widget.locator(".widget-toggle-button", has_text="A > 0"), "Space")
+    state["sign"] = 1
+    assert shows("advantage switched back to A > 0") == up, "same controls, yet a different figure"
+
+    lesson.press(slider(widget, "eps_low")[0], "ArrowLeft", 5)
+    state["eps_low"] = 0.15
+    assert shows("eps_low moved 0.2 -> 0.15 with the keyboard") != up, "the figure did not change with eps_low"
+
+    lesson.press(slider(widget, "p_old")[0], "End")  # the slider's maximum, probability 1
+    state["p_old"] = 1.0
+    shows("p_old moved to 1 with the End key: up to min(1, 1.33) = 1, capped")
 
 
 # -------------------------------------------------------------- lesson 04: KL
@@ -359,3 +367,59 @@ def test_clip_scrubber_follows_the_keyboard(lab, page):
         first = shows("update moved to the first with the Home key: every ratio is (about) 1, nothing clipped")
         lesson.press(widget.locator(".widget-toggle-button", has_text="ratio"), "Space")
         assert shows("colour switched to the ratio") != first, "the colours did not change with the toggle"
+
+
+# ------------------------------------------------------ the Chinese edition: lesson 03 in notebooks/zh/
+
+GLYPHS = """(selector) => {
+    // Each Chinese character of the lesson's title, drawn in the title's own font on a canvas. Without a CJK font
+    // Chromium draws every one as the same empty box (.notdef), the box a character no font has is drawn as.
+    const title = document.querySelector(selector);
+    if (!title) return null;
+    const font = getComputedStyle(title).fontFamily;
+    const chars = Array.from(title.textContent).filter(c => /[\\u4e00-\\u9fff]/.test(c));
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 64;
+    const ctx = canvas.getContext('2d');
+    const draw = c => {
+        ctx.clearRect(0, 0, 64, 64);
+        ctx.font = `48px ${font}`;
+        ctx.fillText(c, 4, 52);
+        return Array.from(ctx.getImageData(0, 0, 64, 64).data).join(',');
+    };
+    const missing = draw('\\u{10FFFD}');
+    const drawn = chars.map(draw);
+    return {text: title.textContent, font, chars: chars.join(''), distinct: new Set(drawn).size,
+            boxes: drawn.filter(d => d === missing).length};
+}"""
+
+
+@pytest.fixture
+def lab_zh(browser):
+    """A JupyterLab server for the Chinese lesson alone (its file name is the English lesson's)."""
+    with LabServer([REPO / "notebooks" / "zh" / "03_clipping.ipynb"]) as server:
+        yield server
+
+
+def test_chinese_lesson_renders_and_its_widget_responds(browser, lab_zh):
+    """notebooks/zh/03_clipping.ipynb: its Chinese title is drawn in real glyphs (a CJK font is installed), the
+    lesson runs, and its clip explorer follows the keyboard as the English one does."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    lesson = LessonPage(page, lab_zh, "03_clipping.ipynb")
+    try:
+        with keep_evidence(lesson, "zh_03_clipping"):
+            lesson.open()
+            title = page.locator(f"{PANEL} .jp-MarkdownOutput h1").first
+            title.wait_for()
+            assert title.inner_text().startswith("第 3 课"), f"the Chinese lesson's title reads {title.inner_text()!r}"
+            shown = page.evaluate(GLYPHS, f"{PANEL} .jp-MarkdownOutput h1")
+            assert len(shown["chars"]) >= 4, f"too few Chinese characters in the title to judge: {shown}"
+            assert shown["boxes"] == 0 and shown["distinct"] == len(set(shown["chars"])), \
+                f"the title's Chinese characters are drawn as empty boxes: no CJK font (Debian: fonts-noto-cjk): {shown}"
+            lesson.run_all()
+            drive_clip_explorer(lesson)
+    finally:
+        context.close()
+        lab_zh.shutdown_kernels()
