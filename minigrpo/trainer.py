@@ -5,7 +5,9 @@
     4.   mu updates: the clipped objective against pi_old, minus beta * KL to pi_ref
     5.   log one row of fixed keys; evaluate and checkpoint now and then
 
-REINFORCE and RLOO change only stage 3; PPO learns a critic for it (ppo.py).
+REINFORCE and RLOO change only stage 3; PPO learns a critic for it (ppo.py). The loop runs a step function
+(default grpo_run_step; PPO's is ppo.PPOStep) and then the row hooks of hooks.py; the course's experiments attach
+their own through train_grpo(step=..., on_row=[...]) rather than writing loops of their own.
 """
 from __future__ import annotations
 
@@ -19,13 +21,12 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import hooks
 from .advantage import baseline_advantages, group_advantages
 from .checkpoint import CheckpointError, reference_record, restore, save_checkpoint
 from .config import save_config, validate
 from .data import prompt_batch
-from .diagnose import Watch
-from .distributed import Ranks, gather_objects, gather_rows, merge_rows, shard, start as start_ranks, unwrap, wrap
-from .evaluate import evaluate
+from .distributed import Ranks, gather_objects, gather_rows, shard, start as start_ranks, unwrap, wrap
 from .logger import MetricsLogger, TokenLog, lengths_by_correctness, step_row, token_trace, traced_rows
 from .loss import kl_estimate, loss_mask
 from .model import LogprobHead, plain_head, precision, sync_clock
@@ -176,8 +177,8 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     first = state.get("step", 0)
     reference, ref_models = reference_record(run.ref_model, start, resume, state) if run.ref_model else ({}, {})
     log, traces = _open_logs(cfg, ranks, resume, first, state)
-    hooks = [_write_tokens(traces, cfg), _evaluation(policy, tok, test_records, cfg), *on_row,
-             _doctor(_watch(cfg, log), progress)]
+    row_hooks = [hooks.write_tokens(traces, cfg), hooks.evaluation(policy, tok, test_records, cfg), *on_row,
+                 hooks.doctor(hooks.watch(cfg, log), progress)]
     saved = first if resume else None   # the step of the newest checkpoint this run can fall back on
 
     def save(step: int) -> None:
@@ -192,7 +193,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
             for step in bar:
                 set_lr(run.opt, grpo_lr(step, cfg))
                 batch = shard(prompt_batch(train_records, step, cfg.prompts_per_step, cfg.seed), ranks)
-                _finish_row({"step": step + 1, **step_fn(run, step, batch)}, ranks, log, hooks)
+                hooks.finish_row({"step": step + 1, **step_fn(run, step, batch)}, ranks, log, row_hooks)
                 if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps or stop.requested:
                     save(step + 1)
                 if stop.requested:  # Ctrl-C during this step: it is finished and saved
@@ -243,15 +244,6 @@ def _resume(resume: str | None, opt, generator, ranks: Ranks, step_fn) -> dict:
     return state
 
 
-def _watch(cfg, log) -> Watch:
-    """The doctor's rules on the metrics (a one-line diagnosis the first time one fires); in a resumed run the
-    rules that fired before stay quiet."""
-    watch = Watch(cfg)
-    for old in (log.rows if log is not None else []):
-        watch.check({k: v for k, v in old.items() if k != "doctor"})
-    return watch
-
-
 def _bar(cfg, first: int, show: bool, log):
     """The steps' progress bar (tqdm.auto), from `first` of cfg.steps; the metrics logger writes its postfix."""
     bar = tqdm(range(first, cfg.steps), desc=cfg.algo.upper(), disable=not show, initial=first, total=cfg.steps,
@@ -296,69 +288,6 @@ def _open_logs(cfg, ranks: Ranks, resume, first: int, state: dict):
                         rows=state["extra"].get("metrics") if resume else None)
     traces = TokenLog(os.path.join(cfg.out_dir, "tokens.jsonl"), upto_step=first) if cfg.trace_every else []
     return log, traces
-
-
-def _finish_row(row: dict, ranks: Ranks, log, hooks) -> None:
-    """A step's row, completed and written (rank 0): merged over the ranks, then each hook in turn (the traced
-    tokens to tokens.jsonl, the held-out evaluation when due, the caller's on_row, the doctor), then metrics.jsonl."""
-    tokens = row.pop("tokens", None)
-    if ranks.active:   # one row for the global batch (distributed.merge_rows)
-        row = merge_rows(gather_objects(row, ranks))
-    if not ranks.main:
-        return
-    if tokens is not None:
-        row["tokens"] = tokens   # rank 0's traced tokens
-    for hook in hooks:
-        hook(row)
-    log.log(row)
-
-
-def _write_tokens(traces, cfg):
-    """Hook: a traced step's tokens leave the row for tokens.jsonl, lesson 9's clip scrubber's data (one line each)."""
-    def hook(row: dict) -> None:
-        tokens = row.pop("tokens", None)
-        if tokens is not None:
-            traces.append({"step": row["step"], "eps_low": cfg.eps_low, "eps_high": cfg.eps_high,
-                           "groups": cfg.group_size, "completions": tokens})
-    return hook
-
-
-def _evaluation(policy, tok, test_records, cfg):
-    """Hook: the held-out evaluation (the first cfg.eval_size test records) every cfg.eval_every steps and after
-    the last."""
-    eval_records = test_records[:cfg.eval_size] if cfg.eval_size else test_records
-
-    def hook(row: dict) -> None:
-        if (cfg.eval_every and row["step"] % cfg.eval_every == 0) or row["step"] == cfg.steps:
-            _evaluate_into(row, policy, tok, eval_records, cfg)
-    return hook
-
-
-def _doctor(watch: Watch, progress: bool):
-    """Hook: the doctor's rules on the row; the notes of those that fire go into the row (and to the screen)."""
-    def hook(row: dict) -> None:
-        notes = watch.check(row)
-        if notes:
-            row["doctor"] = notes
-            if progress:
-                for note in notes:
-                    tqdm.write(note)
-    return hook
-
-
-def _evaluate_into(row: dict, policy, tok, eval_records, cfg) -> None:
-    """Held-out accuracy (greedy) into the row, with the share of each answer style where the task has styles."""
-    device = next(policy.parameters()).device
-    with precision(device, cfg.dtype):
-        ev = evaluate(policy, tok, eval_records, device=device, max_new_tokens=cfg.max_new_tokens,
-                      batch_size=cfg.eval_batch_size, chat=cfg.chat_template)
-    row["eval_accuracy"] = ev["accuracy"]
-    if "style_shares" in ev:  # equations: which section-6 style the correct answers use
-        row["eval_complete_share"] = ev["complete_share"]
-        row["eval_style_shares"] = ev["style_shares"]
-    if "worked_share" in ev:  # multiplication: how many answers show the working, and how well
-        row["eval_worked_share"] = ev["worked_share"]
-        row["eval_style_accuracy"] = ev["style_accuracy"]
 
 
 def _stopped(e: BaseException, step: int, saved: int | None, ckpt: str) -> BaseException:
