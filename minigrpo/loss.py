@@ -152,6 +152,15 @@ def _check_args(logp, old_logp, advantages, mask, eps_low, eps_high, beta, ref_l
         raise ValueError(f"max_completion_length must be an int >= 1 or None, got {max_completion_length!r}")
 
 
+def loss_options(cfg) -> dict:
+    """grpo_loss's settings from a run's config: the one place that maps config fields to the loss's arguments
+    (a new member of the family adds its fields here, in checks.py and in config.py, and nowhere else)."""
+    return dict(eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta, kl_estimator=cfg.kl_estimator,
+                loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
+                importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
+                use_bias_correction_kl=cfg.use_bias_correction_kl)
+
+
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
               eps_low: float = 0.2, eps_high: float = 0.2, beta: float = 0.0, ref_logp: torch.Tensor | None = None,
               kl_estimator: str = "k3", loss_type: str = "grpo", max_completion_length: int | None = None,

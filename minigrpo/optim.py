@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .distributed import Ranks, total
-from .loss import batch_share, grpo_loss, importance_ratio, kept_rows
+from .loss import batch_share, grpo_loss, importance_ratio, kept_rows, loss_options
 from .model import completion_logprobs, precision
 
 
@@ -225,12 +225,9 @@ def _chunk_loss(policy, b: _Batch, rows: torch.Tensor, cfg, quiet):
         is_weight = raw.clamp(max=cfg.is_cap)                                  # (k, T)
         if cfg.num_iterations == 1:
             b.diffs.append(gap.abs().max())
-    part, part_stats = grpo_loss(
-        logp, old_logp, b.adv[rows], mask[rows], eps_low=cfg.eps_low, eps_high=cfg.eps_high, beta=cfg.beta,
-        ref_logp=None if b.ref_logp is None else b.ref_logp[rows], kl_estimator=cfg.kl_estimator,
-        loss_type=cfg.loss_type, max_completion_length=cfg.max_new_tokens,
-        importance_sampling_level=cfg.importance_sampling_level, delta=cfg.delta, cispo_max=cfg.cispo_max,
-        use_bias_correction_kl=cfg.use_bias_correction_kl, is_weight=is_weight, sync=False, check_args=False)
+    part, part_stats = grpo_loss(logp, old_logp, b.adv[rows], mask[rows], **loss_options(cfg),
+                                 ref_logp=None if b.ref_logp is None else b.ref_logp[rows], is_weight=is_weight,
+                                 sync=False, check_args=False)
     if is_weight is not None:   # token-weighted means, combined like the others
         m = mask[rows].to(logp.dtype)
         n = m.sum().clamp(min=1)
