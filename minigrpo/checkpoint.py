@@ -195,8 +195,11 @@ def reference_record(ref_model, start: str | None, resume: str | None, state: di
 
     A resumed run loads pi_ref as its state recorded it, refusing a start checkpoint that changed. A new
     run from the checkpoint `start`, which holds exactly these weights, records only its path and the
-    sha256 of its weights; otherwise pi_ref's weights are written with every checkpoint.
+    sha256 of its weights; otherwise pi_ref's weights are written with every checkpoint. Without a pi_ref
+    (`ref_model` None: beta = 0 and nothing logs the KL) there is nothing to keep: ({}, {}).
     """
+    if ref_model is None:
+        return {}, {}
     info = state.get("extra", {}).get("reference")
     if info:
         path = info["path"] if os.path.isabs(info["path"]) else os.path.join(resume, info["path"])

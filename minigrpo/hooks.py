@@ -18,10 +18,10 @@ from .model import precision
 def watch(cfg, log) -> Watch:
     """The doctor's rules on the metrics (a one-line diagnosis the first time one fires); in a resumed run the
     rules that fired before stay quiet."""
-    watch = Watch(cfg)
+    rules = Watch(cfg)
     for old in (log.rows if log is not None else []):
-        watch.check({k: v for k, v in old.items() if k != "doctor"})
-    return watch
+        rules.check({k: v for k, v in old.items() if k != "doctor"})
+    return rules
 
 
 def finish_row(row: dict, ranks: Ranks, log, hooks) -> None:

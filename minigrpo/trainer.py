@@ -175,7 +175,7 @@ def train_grpo(policy, tok, cfg, train_records: list[dict], test_records: list[d
     run = _new_run(policy, tok, cfg, device, ranks, train_records, generation)
     state = _resume(resume, run.opt, run.generator, ranks, step_fn)
     first = state.get("step", 0)
-    reference, ref_models = reference_record(run.ref_model, start, resume, state) if run.ref_model else ({}, {})
+    reference, ref_models = reference_record(run.ref_model, start, resume, state)
     log, traces = _open_logs(cfg, ranks, resume, first, state)
     row_hooks = [hooks.write_tokens(traces, cfg), hooks.evaluation(policy, tok, test_records, cfg), *on_row,
                  hooks.doctor(hooks.watch(cfg, log), progress)]

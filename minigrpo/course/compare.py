@@ -77,7 +77,7 @@ def run_one(algo: str, seed: int, out_dir: str, init: str = START, steps: int = 
         history = warm_up_critic(model, critic, tok, train, test[:prompts_per_step], parse_reward(cfg.reward), cfg,
                                  max_steps=critic_warmup, progress=progress)
         warmup = {"history": history, "seconds": time.perf_counter() - began}
-    step = PPOStep(critic or Critic(model, cfg)) if algo == "ppo" else None   # PPO attaches as the step
+    step = PPOStep(critic if critic is not None else Critic(model, cfg)) if algo == "ppo" else None   # PPO attaches
     rows = train_grpo(model, tok, cfg, train, test, progress=progress, start=init, step=step)
     critic = step.critic if step is not None else None   # trained
     shutil.rmtree(os.path.join(out_dir, "checkpoint"), ignore_errors=True)

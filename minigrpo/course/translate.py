@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..files import atomic_write
+from .bars import dumps, read
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -83,8 +85,7 @@ def read_translations(path: Path) -> dict[str, Entry]:
 def write_translations(path: Path, entries: list[tuple[str, Entry]]) -> None:
     """Write entries (in notebook order) in the file format read_translations reads."""
     parts = [f"<!-- cell {cid} · en {e.en} -->\n{e.text}\n" for cid, e in entries]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write(path, lambda f: f.write("\n".join(parts)))
 
 
 def shown(path: Path) -> str:
@@ -111,15 +112,6 @@ def pairs() -> list[tuple[Path, Path, Path]]:
     return out
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def dump(nb: dict) -> str:
-    """The project's notebook format: one-space indent, UTF-8 kept, a final newline."""
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-
-
 def problems(en_nb: dict, entries: dict[str, Entry], text_path: Path) -> list[str]:
     """One line per markdown cell without a translation, with a stale or untranslated one, and per orphan entry."""
     out, ids = [], set()
@@ -142,7 +134,7 @@ def problems(en_nb: dict, entries: dict[str, Entry], text_path: Path) -> list[st
     return out
 
 
-PUNCT = "\u2014\u2018-\u201d\u2026\u3000-\u303f\uff00-\uffef"   # full-width and Chinese punctuation (，。“”—…)
+PUNCT = "\u2014\u2018-\u201d\u2026\u3000-\u303f\uff00-\uffef"   # full-width, Chinese punctuation (，。“”—…)
 HAN = "\u4e00-\u9fff" + PUNCT                                  # and the ideographs
 BLOCK = re.compile(r"\s*([-*+]\s|\d+[.)]\s|#|\||>|\$\$|```|<)")   # a line that starts a markdown block
 
@@ -203,17 +195,17 @@ def expected() -> tuple[dict[Path, str], list[str]]:
     files, found = {}, []
     first = None
     for en_path, text_path, zh_path in pairs():
-        en_nb = load(en_path)
+        en_nb = read(en_path)
         first = first or en_nb
         entries = read_translations(text_path) if text_path.exists() else {}
         if not text_path.exists():
             found.append(f"{shown(text_path)}: missing (run with --stub to start it)")
         else:
             found += problems(en_nb, entries, text_path)
-        files[zh_path] = dump(build(en_nb, entries))
+        files[zh_path] = dumps(build(en_nb, entries))
     glossary = TEXT / f"{GLOSSARY}.md"
     if glossary.exists():
-        files[ZH / f"{GLOSSARY}.ipynb"] = dump(glossary_notebook(glossary.read_text(encoding="utf-8"), first))
+        files[ZH / f"{GLOSSARY}.ipynb"] = dumps(glossary_notebook(glossary.read_text(encoding="utf-8"), first))
     else:
         found.append(f"{shown(glossary)}: missing")
     return files, found
@@ -224,14 +216,15 @@ def stub() -> None:
     for en_path, text_path, _ in pairs():
         entries = read_translations(text_path) if text_path.exists() else {}
         ordered, added = [], 0
-        for cell in load(en_path)["cells"]:
+        for cell in read(en_path)["cells"]:
             if cell["cell_type"] != "markdown":
                 continue
             e = entries.get(cell["id"])
             if e is None:
                 e, added = Entry(fingerprint(source(cell)), source(cell).strip("\n"), 0), added + 1
             ordered.append((cell["id"], e))
-        ordered += [(cid, e) for cid, e in entries.items() if cid not in dict(ordered)]   # orphans stay, reported
+        kept = {cid for cid, _ in ordered}
+        ordered += [(cid, e) for cid, e in entries.items() if cid not in kept]   # orphans stay, reported
         if added:
             write_translations(text_path, ordered)
             print(f"{shown(text_path)}: {added} cells to translate")
@@ -243,7 +236,7 @@ def todo(name: str) -> None:
         if en_path.stem != name:
             continue
         entries = read_translations(text_path) if text_path.exists() else {}
-        for i, cell in enumerate(load(en_path)["cells"]):
+        for i, cell in enumerate(read(en_path)["cells"]):
             en = source(cell)
             if cell["cell_type"] == "markdown" and (cell["id"] not in entries
                                                     or entries[cell["id"]].en != fingerprint(en)):
@@ -254,7 +247,8 @@ def todo(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minigrpo.course.translate", description=__doc__.split("\n")[0])
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything is missing, stale or unbuilt")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if anything is missing, stale or unbuilt")
     p.add_argument("--stub", action="store_true", help="add the English text as an entry for each untranslated cell")
     p.add_argument("--todo", metavar="NOTEBOOK", help="print a notebook's missing and stale cells with their English")
     args = p.parse_args(argv)
@@ -264,16 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.stub:
         stub()
     files, found = expected()
-    unbuilt = [shown(path) for path, text in files.items()
-               if not path.exists() or path.read_text(encoding="utf-8") != text]
+    unbuilt = {path: text for path, text in files.items()
+               if not path.exists() or path.read_text(encoding="utf-8") != text}
     if not args.check:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
+        for path, text in unbuilt.items():
+            atomic_write(path, lambda f: f.write(text))
         print(f"built {len(unbuilt)} of {len(files)} Chinese notebooks in {shown(ZH)}/ (the rest unchanged)")
-        unbuilt = []
-    for line in found + [f"{u}: not what the build writes (run python -m minigrpo.course.translate)" for u in unbuilt]:
+        unbuilt = {}
+    for line in found + [f"{shown(u)}: not what the build writes (run python -m minigrpo.course.translate)"
+                         for u in unbuilt]:
         print(line)
     return 1 if args.check and (found or unbuilt) else 0
 
